@@ -1,0 +1,47 @@
+"""mediahook's web side: ``create_app()`` builds the Flask app that vendors call."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask
+
+from app import errors, health, settings as settings_mod, spool
+from app.receive import make_view
+from app.settings import Settings
+from app.sources import SOURCES
+from app.store import EventStore, connect
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What one web process holds: the settings, the store, and the spool drainer."""
+
+    settings: Settings
+    store: EventStore
+    drainer: spool.Drainer | None
+
+
+def create_app(settings: Settings | None = None, *, start_drainer: bool = True, drain_interval: float = 1.0) -> Flask:
+    settings = settings or settings_mod.load()
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+
+    store = EventStore(connect(settings), settings)
+    spool.ensure_dir(settings.spool_dir)
+    spool.reap_stale_tmp(settings.spool_dir)
+    drainer = spool.Drainer(settings.spool_dir, store, drain_interval).start() if start_drainer else None
+    app.extensions["mediahook"] = Runtime(settings, store, drainer)
+
+    for name, source in SOURCES.items():
+        if getattr(settings, name) is None:
+            log.warning("source %s has no secret configured: its callbacks are refused with 401", name)
+        for endpoint in source.ENDPOINTS:
+            app.add_url_rule(f"/hooks/{name}/{endpoint.path}", view_func=make_view(source, endpoint, settings, store),
+                             methods=["POST"])
+    app.register_blueprint(health.bp)
+    errors.register(app)
+    return app

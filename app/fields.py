@@ -1,0 +1,101 @@
+"""Marshmallow fields for the shapes vendors actually send."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields
+
+
+class JSONString(fields.Field):
+    """A JSON object sent as a string inside the JSON body (MetaStudio's ``message``).
+
+    Decodes the string and loads it with ``schema``, so an error is reported under this
+    field's name, e.g. ``message.room_id``.
+    """
+
+    def __init__(self, schema: type[Schema], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.schema = schema()
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict:
+        if not isinstance(value, str):
+            raise ValidationError("Must be a string holding a JSON object.")
+        try:
+            inner = json.loads(value)
+        except ValueError as exc:
+            raise ValidationError(f"Not valid JSON: {exc.msg} at position {exc.pos}.") from None
+        if not isinstance(inner, dict):
+            raise ValidationError("Must hold a JSON object.")
+        return self.schema.load(inner)  # its ValidationError nests under this field
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+class Numeric(fields.Field):
+    """A number the vendor may send as a JSON number or as a string of digits ("36", "11153160").
+
+    Loads to an int (or a float when ``decimals`` and the value has a fraction).
+    """
+
+    default_error_messages = {"invalid": "Not a valid number (a JSON number or a string of digits)."}
+
+    def __init__(self, *, decimals: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.decimals = decimals
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | float:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+            if self.decimals:
+                return value
+            raise self.make_error("invalid")
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return int(text)
+            except ValueError:
+                pass
+            if self.decimals:
+                try:
+                    number = float(text)
+                except ValueError:
+                    raise self.make_error("invalid") from None
+                if number == number and number not in (float("inf"), float("-inf")):
+                    return number
+        raise self.make_error("invalid")
+
+
+class Text(fields.Field):
+    """A value documented as a string that some vendors send as a number (timestamps, ids)."""
+
+    default_error_messages = {"invalid": "Not a valid string."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise self.make_error("invalid")
+
+
+def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Marshmallow's nested errors as ``{"message.room_id": [...], "data.videoListInfo.0.videoId": [...]}``."""
+    out: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = prefix if key == "_schema" else (f"{prefix}.{key}" if prefix else str(key))
+            for path, errs in flatten_errors(value, name).items():
+                out.setdefault(path or "_body", []).extend(errs)
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        out[prefix or "_body"] = list(messages)
+    else:
+        out[prefix or "_body"] = [str(messages)]
+    return out

@@ -1,0 +1,134 @@
+"""The shared receive path every callback takes: size, authenticate, decode, validate, record.
+
+Everything that can be done once (schemas, the Redis script, the job template) is done at
+start-up; a request costs one Redis round trip (or one spool write when Redis is down).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from types import ModuleType
+from typing import Any, Callable
+
+from flask import Request, Response, abort, request
+from marshmallow import ValidationError
+from redis import RedisError
+
+from app import spool
+from app.fields import flatten_errors
+from app.settings import Settings
+from app.sources.base import Endpoint
+from app.store import Event, EventStore, dedup_digest, new_event_id
+
+log = logging.getLogger(__name__)
+
+# Headers worth keeping with the record; never the signature ones.
+KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Request-Id", "X-Forwarded-For", "X-Real-Ip", "x-hw-mss-time")
+_STD_ALPHABET = bytes.maketrans(b"-_", b"+/")
+
+
+def json_response(status: int, doc: dict[str, Any]) -> Response:
+    return Response(json.dumps(doc, separators=(",", ":")), status=status, mimetype="application/json")
+
+
+def error_response(status: int, message: str, **extra: Any) -> Response:
+    return json_response(status, {"code": status, "message": message, **extra})
+
+
+def read_body(req: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 from its Content-Length before reading, and while reading
+    (Flask's MAX_CONTENT_LENGTH is set to the same limit for chunked bodies)."""
+    if req.content_length is not None and req.content_length > max_bytes:
+        abort(413)
+    body = req.get_data(cache=False)
+    if len(body) > max_bytes:
+        abort(413)
+    return body
+
+
+class Unsupported(Exception):
+    """The body is neither JSON nor (where allowed) URL-safe Base64 of JSON: 415."""
+
+
+def decode_body(body: bytes, accept_base64: bool) -> Any:
+    text = body.strip()
+    if not text[:1] in (b"{", b"[", b'"') and accept_base64:
+        try:
+            text = base64.b64decode(text.translate(_STD_ALPHABET) + b"=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise Unsupported("body is neither JSON nor URL-safe Base64 of JSON") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        kind = "JSON or URL-safe Base64 of JSON" if accept_base64 else "JSON"
+        raise Unsupported(f"body is not {kind}") from None
+
+
+def _kept_headers(req: Request) -> dict[str, str]:
+    return {name: value for name in KEPT_HEADERS if (value := req.headers.get(name)) is not None}
+
+
+def make_view(source: ModuleType, endpoint: Endpoint, settings: Settings, store: EventStore) -> Callable[[], Response]:
+    """The Flask view for one source endpoint, with its collaborators bound once."""
+    authenticate = source.authenticate
+    parse = endpoint.parse
+    max_bytes = settings.max_body_bytes
+
+    def view() -> Response:
+        body = read_body(request, max_bytes)
+        if not authenticate(request, settings):
+            return error_response(401, "unauthorized")
+        try:
+            payload = decode_body(body, endpoint.accept_base64)
+        except Unsupported as exc:
+            return error_response(415, str(exc))
+        if not isinstance(payload, dict):
+            return error_response(400, "invalid payload", errors={"_body": ["Must be a JSON object."]})
+        try:
+            parsed = parse(payload)
+        except ValidationError as exc:
+            return error_response(400, "invalid payload", errors=flatten_errors(exc.messages))
+        received_at = time.time()
+        event = Event(
+            id=new_event_id(received_at),
+            source=source.NAME,
+            endpoint=endpoint.path,
+            type=parsed.event_type,
+            status="queued" if parsed.known else "ignored",
+            received_at=received_at,
+            body=body,
+            headers=_kept_headers(request),
+            refs=parsed.refs,
+            remote_addr=request.remote_addr or "",
+            dedup=dedup_digest(source.NAME, endpoint.path, body),
+        )
+        return deliver(event, store, settings.spool_dir)
+
+    view.__name__ = f"hook_{source.NAME}_{endpoint.path.replace('-', '_')}"
+    return view
+
+
+def deliver(event: Event, store: EventStore, spool_dir: str) -> Response:
+    """Record and queue the event, or spool it; answer 2xx only once it is safely kept."""
+    answer: dict[str, Any] = {"code": 0, "message": "OK"}
+    try:
+        created, event_id = store.ingest(event)
+    except RedisError as exc:
+        try:
+            spool.write(spool_dir, event)
+        except OSError as spool_exc:
+            log.error("event %s LOST for this delivery: Redis (%s) and spool (%s) both failed; answered 503",
+                      event.id, exc.__class__.__name__, spool_exc)
+            return error_response(503, "temporarily unable to store the event; retry later")
+        log.warning("event %s spooled: Redis unavailable (%s)", event.id, exc.__class__.__name__)
+        created, event_id = True, event.id
+    answer["event_id"] = event_id
+    if not created:
+        answer["duplicate"] = True
+    elif event.status == "ignored":
+        answer["ignored"] = True
+    return json_response(200, answer)

@@ -1,0 +1,180 @@
+"""The one validated configuration object, built once at start-up.
+
+Read from the TOML file named by ``MEDIAHOOK_CONFIG`` (optional: without it every key takes
+its default), then overridden by the environment: ``REDIS_URL`` and the secrets listed in
+``SECRET_ENV``. A bad value stops start-up with a ``ConfigError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from app.fields import flatten_errors
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+AUTH_TYPES = ("NONE", "MSS_A", "MSS_A_HEAD")
+
+# Every secret can come from the environment instead of the file (the environment wins).
+SECRET_ENV = {
+    ("sources", "metastudio", "key"): "MEDIAHOOK_METASTUDIO_KEY",
+    ("sources", "metastudio", "token"): "MEDIAHOOK_METASTUDIO_TOKEN",
+    ("sources", "cdnetworks", "token"): "MEDIAHOOK_CDNETWORKS_TOKEN",
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the key."""
+
+
+@dataclass(frozen=True)
+class MetaStudioSource:
+    auth_type: str
+    key: str | None = field(repr=False)
+    token: str | None = field(repr=False)
+    tolerance_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class CDNetworksSource:
+    token: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    public_base_url: str | None
+    max_body_bytes: int
+    dedup_window_seconds: int
+    retention_seconds: int
+    spool_dir: str
+    redis_url: str
+    redis_socket_timeout: float
+    redis_connect_timeout: float
+    job_timeout_seconds: int
+    metastudio: MetaStudioSource | None
+    cdnetworks: CDNetworksSource | None
+    source_file: str | None = None
+
+
+def _url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError("Must be an http(s) URL with a host, e.g. https://hooks.example.com.")
+    if parts.query or parts.fragment:
+        raise ValidationError("Must not have a query string or fragment.")
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class MetaStudioSchema(_Strict):
+    auth_type = fields.String(load_default="MSS_A", validate=validate.OneOf(AUTH_TYPES))
+    # The vendor limits the key to 32 characters.
+    key = fields.String(load_default=None, validate=validate.Length(min=1, max=32))
+    token = fields.String(load_default=None, validate=validate.Length(min=8))
+    tolerance_seconds = fields.Integer(load_default=60, validate=validate.Range(min=1, max=3600))
+
+    @validates_schema
+    def _secret_for_auth_type(self, data: dict, **_: Any) -> None:
+        if data["auth_type"] == "NONE" and not data["token"]:
+            raise ValidationError(
+                "required when auth_type is NONE (or set MEDIAHOOK_METASTUDIO_TOKEN)", "token"
+            )
+        if data["auth_type"] in ("MSS_A", "MSS_A_HEAD") and not data["key"]:
+            raise ValidationError(
+                f"required when auth_type is {data['auth_type']} (or set MEDIAHOOK_METASTUDIO_KEY)", "key"
+            )
+
+
+class CDNetworksSchema(_Strict):
+    token = fields.String(required=True, validate=validate.Length(min=8),
+                          error_messages={"required": "required (or set MEDIAHOOK_CDNETWORKS_TOKEN)"})
+
+
+class SourcesSchema(_Strict):
+    metastudio = fields.Nested(MetaStudioSchema, load_default=None)
+    cdnetworks = fields.Nested(CDNetworksSchema, load_default=None)
+
+
+class RedisSchema(_Strict):
+    url = fields.String(load_default="redis://127.0.0.1:6379/0",
+                        validate=validate.Regexp(r"^(redis|rediss|unix)://", error="Must be a redis://, rediss:// or unix:// URL."))
+    socket_timeout = fields.Float(load_default=2.0, validate=validate.Range(min=0.05, max=60))
+    connect_timeout = fields.Float(load_default=1.0, validate=validate.Range(min=0.05, max=60))
+
+
+class SettingsSchema(_Strict):
+    public_base_url = fields.String(load_default=None, validate=_url)
+    max_body_bytes = fields.Integer(load_default=1024 * 1024, validate=validate.Range(min=1024, max=64 * 1024 * 1024))
+    dedup_window_seconds = fields.Integer(load_default=600, validate=validate.Range(min=1, max=7 * 86400))
+    retention_days = fields.Float(load_default=7.0, validate=validate.Range(min=0.01, max=365))
+    spool_dir = fields.String(load_default="var/spool", validate=validate.Length(min=1))
+    job_timeout_seconds = fields.Integer(load_default=300, validate=validate.Range(min=1, max=86400))
+    redis = fields.Nested(RedisSchema, load_default=lambda: RedisSchema().load({}))
+    sources = fields.Nested(SourcesSchema, load_default=lambda: SourcesSchema().load({}))
+
+
+def _apply_env(raw: dict, env: Mapping[str, str]) -> dict:
+    for path, var in SECRET_ENV.items():
+        if env.get(var):
+            node = raw
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{'.'.join(path[:-1])}: must be a table")
+            node[path[-1]] = env[var]
+    if env.get("REDIS_URL"):
+        raw.setdefault("redis", {})
+        if not isinstance(raw["redis"], dict):
+            raise ConfigError("redis: must be a table")
+        raw["redis"]["url"] = env["REDIS_URL"]
+    return raw
+
+
+def build(raw: dict, env: Mapping[str, str] | None = None, source_file: str | None = None) -> Settings:
+    """Validate a config mapping (as parsed from TOML) plus the environment into Settings."""
+    raw = _apply_env(copy.deepcopy(raw), os.environ if env is None else env)
+    try:
+        data = SettingsSchema().load(raw)
+    except ValidationError as exc:
+        where = f" in {source_file}" if source_file else ""
+        lines = [f"{key}: {'; '.join(errs)}" for key, errs in flatten_errors(exc.messages).items()]
+        raise ConfigError(f"bad configuration{where}:\n  " + "\n  ".join(lines)) from None
+    sources = data["sources"]
+    ms, cdn = sources.get("metastudio"), sources.get("cdnetworks")
+    return Settings(
+        public_base_url=data["public_base_url"].rstrip("/") if data["public_base_url"] else None,
+        max_body_bytes=data["max_body_bytes"],
+        dedup_window_seconds=data["dedup_window_seconds"],
+        retention_seconds=int(data["retention_days"] * 86400),
+        spool_dir=data["spool_dir"],
+        redis_url=data["redis"]["url"],
+        redis_socket_timeout=data["redis"]["socket_timeout"],
+        redis_connect_timeout=data["redis"]["connect_timeout"],
+        job_timeout_seconds=data["job_timeout_seconds"],
+        metastudio=MetaStudioSource(**ms) if ms else None,
+        cdnetworks=CDNetworksSource(**cdn) if cdn else None,
+        source_file=source_file,
+    )
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from ``MEDIAHOOK_CONFIG`` (if set) and the environment."""
+    env = os.environ if env is None else env
+    path = env.get("MEDIAHOOK_CONFIG")
+    raw: dict = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"MEDIAHOOK_CONFIG: no such file: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"MEDIAHOOK_CONFIG: {path} is not valid TOML: {exc}") from None
+    return build(raw, env, source_file=path)

@@ -1,0 +1,126 @@
+"""CDNetworks Cloud VoD callbacks: video upload and video transcoding.
+
+The vendor documents no signature for these: the callback URL carries a secret ``token``
+query parameter. Numbers arrive as strings in places (``videoSize``, ``transcodeState``...)
+and as ints in others; both are accepted.
+"""
+
+from __future__ import annotations
+
+from flask import Request
+from marshmallow import INCLUDE, Schema, fields, pre_load, validate
+
+from app.fields import Numeric, Text
+from app.settings import Settings
+from app.sources.base import Endpoint, Parsed, secret_equals
+
+NAME = "cdnetworks"
+UPLOAD_EVENT = "VOD_UPLOAD"
+TRANSCODE_EVENT = "VOD_TRANSCODE"
+MAX_REFS = 100
+
+
+def authenticate(req: Request, settings: Settings) -> bool:
+    src = settings.cdnetworks
+    return src is not None and secret_equals(req.args.get("token"), src.token)
+
+
+class _Open(Schema):
+    """Vendors add fields: keep what we do not know."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+class VideoResolution(_Open):
+    clarity = Numeric(allow_none=True)
+    serverType = Numeric(allow_none=True)
+    height = Numeric(allow_none=True, validate=validate.Range(min=0))
+    width = Numeric(allow_none=True, validate=validate.Range(min=0))
+    fileSize = Numeric(allow_none=True, validate=validate.Range(min=0))
+
+
+class VideoInfo(_Open):
+    videoId = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    videoName = Text(allow_none=True)
+    createUser = Text(allow_none=True)
+    encrypt = Numeric(allow_none=True, validate=validate.OneOf((0, 1)))
+    videoSize = Numeric(allow_none=True, validate=validate.Range(min=0))
+    videoDuration = Numeric(allow_none=True, decimals=True, validate=validate.Range(min=0))
+    createTime = Text(allow_none=True)
+    uploadTime = Text(allow_none=True)
+    updateTime = Text(allow_none=True)
+    videoDescription = Text(allow_none=True)
+    videoClassification = Text(allow_none=True)
+    imageUrl = Text(allow_none=True)
+    publishDomain = Text(allow_none=True)
+    flashPlayerName = Text(allow_none=True)
+    flashPlayerId = Text(allow_none=True)
+    flashImageRatio = Numeric(allow_none=True)
+    flashAutoPlay = Numeric(allow_none=True)
+    videoState = Numeric(allow_none=True, validate=validate.OneOf((0, 1)))
+    # Its meaning depends on `encrypt`, and the vendor's own example mixes the two
+    # numberings, so any documented code (1-5) is accepted here.
+    transcodeState = Numeric(allow_none=True, validate=validate.Range(min=1, max=5))
+    videoSourceCode = Numeric(allow_none=True)
+    videoResolutions = fields.List(fields.Nested(VideoResolution), allow_none=True)
+
+
+class UploadData(_Open):
+    videoTotal = Numeric(allow_none=True, validate=validate.Range(min=0))
+    videoListInfo = fields.List(fields.Nested(VideoInfo), required=True)
+
+
+class UploadCallback(_Open):
+    code = Numeric(required=True)
+    data = fields.Nested(UploadData, required=True)
+    message = Text(allow_none=True)
+
+
+class VideoUrl(_Open):
+    urlType = Text(allow_none=True)
+    originUrl = Text(allow_none=True)
+    fluentUrl = Text(allow_none=True)
+    sdUrl = Text(allow_none=True)
+    highUrl = Text(allow_none=True)
+    hdPullUrl = Text(allow_none=True)
+
+
+class TranscodeCallback(_Open):
+    videoId = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    encrypt = Numeric(allow_none=True, validate=validate.OneOf((0, 1)))
+    swfCode = Text(allow_none=True)
+    htmlCode = Text(allow_none=True)
+    autoCode = Text(allow_none=True)
+    tryWatchAutoCode = Text(allow_none=True)
+    customCode = Text(allow_none=True)
+    videoUrl = fields.List(fields.Nested(VideoUrl), allow_none=True)
+    tryWatchVideoUrl = fields.List(fields.Nested(VideoUrl), allow_none=True)
+
+    @pre_load
+    def _unwrap(self, data: dict, **_: object) -> dict:
+        # Tolerate the {"code", "data": {...}, "message"} envelope the upload callback uses.
+        if isinstance(data, dict) and "videoId" not in data and isinstance(data.get("data"), dict):
+            return data["data"]
+        return data
+
+
+UPLOAD_SCHEMA = UploadCallback()
+TRANSCODE_SCHEMA = TranscodeCallback()
+
+
+def parse_upload(payload: dict) -> Parsed:
+    data = UPLOAD_SCHEMA.load(payload)
+    ids = [v["videoId"] for v in data["data"]["videoListInfo"]][:MAX_REFS]
+    return Parsed(UPLOAD_EVENT, known=True, refs={"video_ids": ids})
+
+
+def parse_transcode(payload: dict) -> Parsed:
+    data = TRANSCODE_SCHEMA.load(payload)
+    return Parsed(TRANSCODE_EVENT, known=True, refs={"video_ids": [data["videoId"]]})
+
+
+ENDPOINTS = (
+    Endpoint("vod-upload", parse_upload, accept_base64=True),
+    Endpoint("vod-transcode", parse_transcode, accept_base64=True),
+)

@@ -1,0 +1,161 @@
+"""Huawei Cloud MetaStudio live-event callbacks: the signature, the schemas, the endpoint.
+
+Signature (``MSS_A`` / ``MSS_A_HEAD``, from the vendor SDK): ``hwTime`` is Unix seconds in
+lowercase hex, ``hwSecret`` is lowercase hex HMAC-SHA256(key, URI + hwTime), where URI is the
+callback URL without its scheme, with its query parameters (less hwSecret/hwTime) sorted by
+name. ``NONE`` means the secret is a ``token`` query parameter of the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from flask import Request
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
+
+from app.fields import JSONString, Numeric, Text
+from app.settings import Settings
+from app.sources.base import Endpoint, Parsed, secret_equals
+
+NAME = "metastudio"
+LIVE_EVENTS_PATH = "live-events"
+SIGNATURE_PARAMS = ("hwSecret", "hwTime")
+STREAM_STATES = ("CONNECTING", "CONNECTED", "DISCONNECTED", "RECONNECTING", "END")
+EVENT_TYPES = ("SHOOT_SCRIPT_SWITCH", "RTMP_STREAM_STATE_CHANGE", "REPLY_COMMAND_FINISH")
+_EVENT_TYPE_SHAPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+# --- signature ------------------------------------------------------------------------------
+
+def sign(key: str, uri: str, hw_time: str) -> str:
+    """hwSecret for a URI (no scheme, query sorted) and hwTime (hex seconds)."""
+    return hmac.new(key.encode("utf-8"), (uri + hw_time).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def canonical_uri(host: str, path: str, query_string: str) -> str:
+    """host + path + '?' + query parameters sorted by name, the signature's own left out.
+
+    Parameters are compared as they appear on the wire (still percent-encoded).
+    """
+    pairs = [p for p in query_string.split("&") if p and p.split("=", 1)[0] not in SIGNATURE_PARAMS]
+    pairs.sort(key=lambda p: p.split("=", 1)[0])
+    return host + path + ("?" + "&".join(pairs) if pairs else "")
+
+
+def signed_url(url: str, key: str, now: float | None = None) -> str:
+    """The callback URL with hwSecret and hwTime appended, as MetaStudio sends it (MSS_A)."""
+    parts = urlsplit(url)
+    hw_time = format(int(time.time() if now is None else now), "x")
+    secret = sign(key, canonical_uri(parts.netloc, parts.path, parts.query), hw_time)
+    sep = "&" if parts.query else "?"
+    return f"{url}{sep}hwSecret={secret}&hwTime={hw_time}"
+
+
+def signature_headers(url: str, key: str, now: float | None = None) -> dict[str, str]:
+    """The x-hw-mss-* headers MetaStudio sends for MSS_A_HEAD."""
+    parts = urlsplit(url)
+    hw_time = format(int(time.time() if now is None else now), "x")
+    return {
+        "x-hw-mss-secret": sign(key, canonical_uri(parts.netloc, parts.path, parts.query), hw_time),
+        "x-hw-mss-time": hw_time,
+    }
+
+
+@lru_cache(maxsize=8)
+def _public_base(public_base_url: str) -> tuple[str, str]:
+    parts = urlsplit(public_base_url)
+    return parts.netloc, parts.path.rstrip("/")
+
+
+def _fresh(hw_time: str, tolerance: int, now: float) -> bool:
+    if not 1 <= len(hw_time) <= 16:
+        return False
+    try:
+        sent = int(hw_time, 16)
+    except ValueError:
+        return False
+    return abs(now - sent) <= tolerance
+
+
+def authenticate(req: Request, settings: Settings) -> bool:
+    """True only for a request that carries the configured secret; fails closed."""
+    src = settings.metastudio
+    if src is None:
+        return False
+    if src.auth_type == "NONE":
+        return secret_equals(req.args.get("token"), src.token)
+    if src.auth_type == "MSS_A":
+        given, hw_time = req.args.get("hwSecret"), req.args.get("hwTime")
+    else:
+        given, hw_time = req.headers.get("x-hw-mss-secret"), req.headers.get("x-hw-mss-time")
+    if not given or not hw_time or not src.key or not _fresh(hw_time, src.tolerance_seconds, time.time()):
+        return False
+    if settings.public_base_url:
+        host, prefix = _public_base(settings.public_base_url)
+    else:
+        host, prefix = req.host, ""
+    uri = canonical_uri(host, prefix + req.path, req.query_string.decode("latin-1"))
+    return secret_equals(given.lower(), sign(src.key, uri, hw_time))
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+class _Message(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    room_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    job_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+
+
+class ShootScriptSwitchMessage(_Message):
+    scene_script_name = Text(allow_none=True)
+    shoot_script_sequence_no = Numeric(required=True)  # "2" in the docs; a number is accepted too
+    shoot_script_title = Text(allow_none=True)
+
+
+class RtmpStreamStateChangeMessage(_Message):
+    output_url = fields.String(required=True)
+    stream_key = fields.String(allow_none=True)  # a secret: masked wherever it is shown
+    state = fields.String(required=True, validate=validate.OneOf(STREAM_STATES))
+
+
+class ReplyCommandFinishMessage(_Message):
+    reply_id = fields.String(required=True, validate=validate.Length(min=1))
+
+
+def _envelope(message_schema: type[Schema]) -> Schema:
+    schema = Schema.from_dict(
+        {"event_type": fields.String(required=True), "message": JSONString(message_schema, required=True)},
+        name=f"{message_schema.__name__}Event",
+    )
+    return schema(unknown=INCLUDE)
+
+
+EVENT_SCHEMAS: dict[str, Schema] = {
+    "SHOOT_SCRIPT_SWITCH": _envelope(ShootScriptSwitchMessage),
+    "RTMP_STREAM_STATE_CHANGE": _envelope(RtmpStreamStateChangeMessage),
+    "REPLY_COMMAND_FINISH": _envelope(ReplyCommandFinishMessage),
+}
+
+
+def parse_live_event(payload: dict) -> Parsed:
+    """Validate a live event; an unknown but well-formed event type is accepted as not ours."""
+    event_type = payload.get("event_type")
+    if event_type is None:
+        raise ValidationError({"event_type": ["Missing data for required field."]})
+    if not isinstance(event_type, str) or not _EVENT_TYPE_SHAPE.match(event_type):
+        raise ValidationError({"event_type": ["Must be an event type name (letters, digits, _ . : -; at most 64)."]})
+    schema = EVENT_SCHEMAS.get(event_type)
+    if schema is None:
+        return Parsed(event_type, known=False)
+    message = schema.load(payload)["message"]
+    return Parsed(event_type, known=True, refs={"room_id": message["room_id"], "job_id": message["job_id"]})
+
+
+ENDPOINTS = (Endpoint(LIVE_EVENTS_PATH, parse_live_event, accept_base64=False),)

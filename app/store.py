@@ -1,0 +1,178 @@
+"""The event store: records an event and queues its RQ job in one Redis round trip.
+
+One Lua script does the whole write atomically: the delivery-dedup check, the event record,
+its index entry and, for an event we handle, the RQ job hash and its place on the queue. It
+mirrors what RQ's own ``unique=True`` enqueue script writes (job hash + RPUSH), with the job
+hash built by RQ's ``Job.create(...).to_dict()`` so the job format stays RQ's.
+
+Keys:
+  mh:event:<id>        hash   the record (raw body, headers, source, type, status, times)
+  mh:dedup:<sha256>    string the first event id for that source/endpoint and body, for the window
+  mh:events            zset   event ids by received time (pruned past the retention)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.utils import now as rq_now
+
+from app.settings import Settings
+from workers.queues import EVENTS_QUEUE, PROCESS_EVENT
+
+EVENT_PREFIX = "mh:event:"
+DEDUP_PREFIX = "mh:dedup:"
+EVENTS_INDEX = "mh:events"
+
+# KEYS: dedup, event, index, job, queue, rq:queues
+# ARGV: event id, dedup ttl, retention ttl, received_at, prune-before score, job id ('' for none),
+#       number of event field/value items, event fields..., job fields...
+INGEST_SCRIPT = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {0, existing} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, ARGV[1]} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local n = tonumber(ARGV[7])
+redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + n))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[4], unpack(ARGV, 8 + n))
+  redis.call('RPUSH', KEYS[5], ARGV[6])
+  redis.call('SADD', KEYS[6], KEYS[5])
+end
+return {1, ARGV[1]}
+"""
+
+
+def connect(settings: Settings) -> Redis:
+    """A client that fails fast, so a Redis outage turns into a spool write, not a hang."""
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=settings.redis_connect_timeout,
+        health_check_interval=30,
+        # One immediate retry covers a pooled connection that died with a Redis restart;
+        # the ingest script is idempotent by event id, so a retried write cannot double.
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+def new_event_id(now: float) -> str:
+    """Sortable by time: milliseconds in hex, then 48 random bits."""
+    return f"{int(now * 1000):011x}{secrets.token_hex(6)}"
+
+
+def dedup_digest(source: str, endpoint: str, body: bytes) -> str:
+    return hashlib.sha256(f"{source}/{endpoint}\0".encode() + body).hexdigest()
+
+
+def job_id_for(event_id: str) -> str:
+    return f"event-{event_id}"
+
+
+@dataclass
+class Event:
+    """One callback as received; what the record and the spool file hold."""
+
+    id: str
+    source: str
+    endpoint: str
+    type: str
+    status: str  # queued | ignored (on arrival); processed | failed later
+    received_at: float
+    body: bytes
+    headers: dict[str, str]
+    refs: dict[str, Any]
+    remote_addr: str
+    dedup: str
+
+    def fields(self) -> list[Any]:
+        """The record as HSET field/value items."""
+        items: list[Any] = [
+            "id", self.id, "source", self.source, "endpoint", self.endpoint, "type", self.type,
+            "status", self.status, "received_at", repr(self.received_at), "body", self.body,
+            "headers", json.dumps(self.headers, separators=(",", ":")),
+            "refs", json.dumps(self.refs, separators=(",", ":")),
+            "remote_addr", self.remote_addr, "dedup", self.dedup,
+        ]
+        if self.status == "queued":
+            items += ["job_id", job_id_for(self.id)]
+        return items
+
+
+class EventStore:
+    """Holds the Redis client, the registered script and the events queue for one process."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.queue = Queue(EVENTS_QUEUE, connection=redis)
+        self._script = redis.register_script(INGEST_SCRIPT)
+
+    def _job_items(self, event_id: str) -> list[Any]:
+        job = Job.create(
+            PROCESS_EVENT,
+            args=(event_id,),
+            id=job_id_for(event_id),
+            connection=self.redis,
+            status=JobStatus.QUEUED,
+            origin=self.queue.name,
+            timeout=self.settings.job_timeout_seconds,
+            result_ttl=86400,
+            failure_ttl=self.settings.retention_seconds,
+            description=f"process event {event_id}",
+        )
+        job.enqueued_at = rq_now()
+        items: list[Any] = []
+        for key, value in job.to_dict().items():
+            if value is not None:
+                items += [key, value if isinstance(value, (bytes, str)) else str(value)]
+        return items
+
+    def ingest(self, event: Event) -> tuple[bool, str]:
+        """Record the event and queue its job, unless it is a duplicate delivery.
+
+        Returns (created, event_id); for a duplicate, the id of the first delivery.
+        Raises redis.RedisError when Redis cannot be reached: the caller spools.
+        """
+        s = self.settings
+        job_items = self._job_items(event.id) if event.status == "queued" else []
+        job_id = job_id_for(event.id) if job_items else ""
+        event_items = event.fields()
+        created, event_id = self._script(
+            keys=[DEDUP_PREFIX + event.dedup, EVENT_PREFIX + event.id, EVENTS_INDEX,
+                  Job.key_for(job_id) if job_id else "", self.queue.key, Queue.redis_queues_keys],
+            args=[event.id, s.dedup_window_seconds, s.retention_seconds, repr(event.received_at),
+                  repr(event.received_at - s.retention_seconds), job_id, len(event_items),
+                  *event_items, *job_items],
+        )
+        return bool(created), event_id.decode() if isinstance(event_id, bytes) else event_id
+
+    def get(self, event_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(EVENT_PREFIX + event_id)
+        if not raw:
+            return None
+        record: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
+        for key, value in record.items():
+            if key != "body":
+                record[key] = value.decode("utf-8", "replace")
+        for key in ("headers", "refs"):
+            record[key] = json.loads(record.get(key) or "{}")
+        return record
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except Exception:  # any failure means "not reachable" to a health check
+            return False

@@ -1,0 +1,1 @@
+"""The worker side: RQ jobs that process recorded events."""
