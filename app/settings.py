@@ -129,6 +129,8 @@ def _apply_env(raw: dict, env: Mapping[str, str]) -> dict:
                 if not isinstance(node, dict):
                     raise ConfigError(f"{'.'.join(path[:-1])}: must be a table")
             node[path[-1]] = env[var]
+    if env.get("MEDIAHOOK_SPOOL_DIR"):
+        raw["spool_dir"] = env["MEDIAHOOK_SPOOL_DIR"]
     if env.get("REDIS_URL"):
         raw.setdefault("redis", {})
         if not isinstance(raw["redis"], dict):
