@@ -22,9 +22,19 @@ DEV_CONFIG = ROOT / "deploy" / "mediahook.dev.toml"
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
 
+DEV_REDIS_SOCKET = Path("var") / "redis" / "redis.sock"
+
+
 def _settings() -> Settings:
+    """The service's settings; beside a running `mediahook dev` (no MEDIAHOOK_CONFIG, no
+    REDIS_URL, and ./var/redis/redis.sock present), the dev setup's."""
+    env = dict(os.environ)
+    if not env.get("MEDIAHOOK_CONFIG") and not env.get("REDIS_URL") and DEV_REDIS_SOCKET.exists():
+        env["MEDIAHOOK_CONFIG"] = str(DEV_CONFIG)
+        env["REDIS_URL"] = f"unix://{DEV_REDIS_SOCKET.resolve()}?db=0"
+        click.echo(f"(using the dev setup: {DEV_CONFIG.name}, redis at {DEV_REDIS_SOCKET})", err=True)
     try:
-        return settings_mod.load()
+        return settings_mod.load(env)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 

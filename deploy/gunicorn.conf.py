@@ -45,3 +45,8 @@ def on_starting(server):
     except ConfigError as exc:
         print(f"mediahook: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+# gunicorn 27's runtime control socket defaults to one path per user: several gunicorns on a
+# host (web + bench + tests) would fight over it. mediahook does not use it.
+control_socket_disable = True
