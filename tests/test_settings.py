@@ -1,0 +1,115 @@
+"""Configuration is one validated object: a bad key stops start-up with a message naming it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.settings import ConfigError, build, load
+from tests.helpers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_without_a_file():
+    s = load({})
+    assert s.max_body_bytes == 1024 * 1024
+    assert s.dedup_window_seconds == 600
+    assert s.retention_seconds == 7 * 86400
+    assert s.metastudio is None and s.cdnetworks is None  # no secret: those sources refuse
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"sources": {"metastudio": {"auth_type": "MD5", "key": "k"}}}, "sources.metastudio.auth_type"),
+    ({"sources": {"metastudio": {"auth_type": "MSS_A"}}}, "sources.metastudio.key"),
+    ({"sources": {"metastudio": {"auth_type": "MSS_A_HEAD"}}}, "sources.metastudio.key"),
+    ({"sources": {"metastudio": {"auth_type": "NONE"}}}, "sources.metastudio.token"),
+    ({"sources": {"metastudio": {"key": "x" * 33}}}, "sources.metastudio.key"),
+    ({"sources": {"metastudio": {"key": "k", "tolerance_seconds": 0}}}, "sources.metastudio.tolerance_seconds"),
+    ({"sources": {"cdnetworks": {}}}, "sources.cdnetworks.token"),
+    ({"sources": {"youtube": {}}}, "sources.youtube"),
+    ({"max_body_bytes": "big"}, "max_body_bytes"),
+    ({"public_base_url": "hooks.example.com"}, "public_base_url"),
+    ({"redis": {"url": "http://localhost"}}, "redis.url"),
+    ({"dedup_window_secs": 10}, "dedup_window_secs"),
+])
+def test_bad_value_names_the_key(raw, key):
+    with pytest.raises(ConfigError) as err:
+        build(raw, env={})
+    assert f"{key}:" in str(err.value)
+
+
+def test_secrets_and_redis_url_from_environment():
+    s = build({"sources": {"metastudio": {"auth_type": "MSS_A_HEAD"}}}, env={
+        "MEDIAHOOK_METASTUDIO_KEY": "from-env-key", "MEDIAHOOK_CDNETWORKS_TOKEN": "cdn-token-env",
+        "REDIS_URL": "redis://redis.internal:6380/2"})
+    assert s.metastudio.auth_type == "MSS_A_HEAD" and s.metastudio.key == "from-env-key"
+    assert s.cdnetworks.token == "cdn-token-env"
+    assert s.redis_url == "redis://redis.internal:6380/2"
+
+
+def test_environment_beats_the_file():
+    s = build({"sources": {"cdnetworks": {"token": "file-token-1"}}},
+              env={"MEDIAHOOK_CDNETWORKS_TOKEN": "env-token-22"})
+    assert s.cdnetworks.token == "env-token-22"
+
+
+def test_secrets_stay_out_of_repr():
+    s = build({"sources": {"metastudio": {"key": "very-secret-key"}, "cdnetworks": {"token": "very-secret-token"}}},
+              env={})
+    assert "very-secret" not in repr(s)
+
+
+def test_missing_or_broken_file_names_mediahook_config(tmp_path):
+    with pytest.raises(ConfigError, match="MEDIAHOOK_CONFIG: no such file"):
+        load({"MEDIAHOOK_CONFIG": str(tmp_path / "nope.toml")})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_body_bytes = \n")
+    with pytest.raises(ConfigError, match="MEDIAHOOK_CONFIG: .* not valid TOML"):
+        load({"MEDIAHOOK_CONFIG": str(bad)})
+
+
+def test_example_config_is_valid_and_documents_every_key():
+    example = ROOT / "deploy" / "mediahook.example.toml"
+    # Its secrets are left to the environment, as a deployment would set them.
+    load({"MEDIAHOOK_CONFIG": str(example), "MEDIAHOOK_METASTUDIO_KEY": "k" * 32,
+          "MEDIAHOOK_CDNETWORKS_TOKEN": "t" * 16})
+    text = example.read_text()
+    for key in ("public_base_url", "max_body_bytes", "dedup_window_seconds", "retention_days", "spool_dir",
+                "job_timeout_seconds", "[redis]", "url", "socket_timeout", "connect_timeout",
+                "[sources.metastudio]", "auth_type", "key", "token", "tolerance_seconds", "[sources.cdnetworks]"):
+        assert key in text, key
+
+
+def _clean_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAHOOK_", "REDIS_URL"))}
+    return {**env, **extra}
+
+
+@pytest.mark.slow
+def test_gunicorn_refuses_to_start_on_a_bad_config(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[sources.metastudio]\nauth_type = "MSS_A"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+         "--bind", f"127.0.0.1:{free_port()}", "app:create_app()"],
+        env=_clean_env(MEDIAHOOK_CONFIG=str(cfg)), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "sources.metastudio.key" in proc.stderr
+
+
+def test_check_config_command(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("max_body_bytes = -1\n")
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "check-config"], env=_clean_env(MEDIAHOOK_CONFIG=str(cfg)),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "max_body_bytes" in bad.stderr
+    cfg.write_text('[sources.cdnetworks]\ntoken = "good-token-123"\n')
+    good = subprocess.run([sys.executable, "-m", "app.cli", "check-config"], env=_clean_env(MEDIAHOOK_CONFIG=str(cfg)),
+                          capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stderr
+    assert "good-token-123" not in good.stdout
