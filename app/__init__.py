@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from app import errors, health, settings as settings_mod, spool
+from app import errors, health, spool
+from app import settings as settings_mod
 from app.receive import make_view
 from app.settings import Settings
 from app.sources import SOURCES

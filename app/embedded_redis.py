@@ -45,7 +45,7 @@ class RedisServer:
             return f"redis://127.0.0.1:{self.port}/0"
         return f"unix://{self.socket_path}?db=0"
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         os.makedirs(self.data_dir, exist_ok=True)
         listen = ["--port", str(self.port), "--bind", "127.0.0.1"] if self.port else [
             "--port", "0", "--unixsocket", self.socket_path, "--unixsocketperm", "700"]

@@ -11,8 +11,9 @@ import binascii
 import json
 import logging
 import time
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from flask import Request, Response, abort, request
 from marshmallow import ValidationError
@@ -56,7 +57,7 @@ class Unsupported(Exception):
 
 def decode_body(body: bytes, accept_base64: bool) -> Any:
     text = body.strip()
-    if not text[:1] in (b"{", b"[", b'"') and accept_base64:
+    if text[:1] not in (b"{", b"[", b'"') and accept_base64:
         try:
             text = base64.b64decode(text.translate(_STD_ALPHABET) + b"=" * (-len(text) % 4), validate=True)
         except (binascii.Error, ValueError):

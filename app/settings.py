@@ -10,12 +10,14 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
-from app.fields import flatten_errors
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from app.fields import flatten_errors
 
 AUTH_TYPES = ("NONE", "MSS_A", "MSS_A_HEAD")
 
@@ -103,8 +105,8 @@ class SourcesSchema(_Strict):
 
 
 class RedisSchema(_Strict):
-    url = fields.String(load_default="redis://127.0.0.1:6379/0",
-                        validate=validate.Regexp(r"^(redis|rediss|unix)://", error="Must be a redis://, rediss:// or unix:// URL."))
+    url = fields.String(load_default="redis://127.0.0.1:6379/0", validate=validate.Regexp(
+        r"^(redis|rediss|unix)://", error="Must be a redis://, rediss:// or unix:// URL."))
     socket_timeout = fields.Float(load_default=2.0, validate=validate.Range(min=0.05, max=60))
     connect_timeout = fields.Float(load_default=1.0, validate=validate.Range(min=0.05, max=60))
 

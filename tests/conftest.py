@@ -9,13 +9,14 @@ import copy
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
 from redis import Redis
-from rq import SimpleWorker, Queue
+from rq import Queue, SimpleWorker
 
 from app import create_app
 from app.embedded_redis import RedisServer

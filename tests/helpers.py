@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from app.sources.metastudio import signed_url
 
@@ -44,7 +45,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02, what: str = "condition") -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02,
+               what: str = "condition") -> Any:
     """Poll until ``predicate()`` is truthy; fail the test with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -32,7 +32,8 @@ def test_record_holds_raw_body_headers_source_type_and_time(client, app):
     assert record["headers"]["X-Request-Id"] == "abc"
     assert "x-hw-mss-secret" not in {k.lower() for k in record["headers"]}
     assert float(record["received_at"]) > 0
-    assert record["refs"] == {"room_id": "26f065244f754b3aa853b649a21aaf66", "job_id": "e87104f76d7546ce8a46ac6b04c49c3c"}
+    assert record["refs"] == {"room_id": "26f065244f754b3aa853b649a21aaf66",
+                              "job_id": "e87104f76d7546ce8a46ac6b04c49c3c"}
     assert record["job_id"] == f"event-{r.json['event_id']}"
 
 
