@@ -29,7 +29,9 @@ class Runtime:
 def create_app(settings: Settings | None = None, *, start_drainer: bool = True, drain_interval: float = 1.0) -> Flask:
     settings = settings or settings_mod.load()
     app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # One byte over the limit: Werkzeug stops a chunked body at MAX_CONTENT_LENGTH without
+    # raising, so read_body needs to see that extra byte to answer 413 instead of storing a cut body.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
 
     store = EventStore(connect(settings), settings)
     spool.ensure_dir(settings.spool_dir)

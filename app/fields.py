@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields
@@ -24,14 +26,22 @@ class JSONString(fields.Field):
             raise ValidationError("Must be a string holding a JSON object.")
         try:
             inner = json.loads(value)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ValidationError(f"Not valid JSON: {exc.msg} at position {exc.pos}.") from None
+        except (ValueError, RecursionError):
+            # A plain ValueError is an integer past Python's digit limit (no .msg/.pos);
+            # RecursionError is nesting deeper than the parser allows. Both are bad input.
+            raise ValidationError("Not valid JSON: nested too deeply or a number too long.") from None
         if not isinstance(inner, dict):
             raise ValidationError("Must hold a JSON object.")
         return self.schema.load(inner)  # its ValidationError nests under this field
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class Numeric(fields.Field):
@@ -52,23 +62,25 @@ class Numeric(fields.Field):
         if isinstance(value, int):
             return value
         if isinstance(value, float):
+            if not math.isfinite(value):  # 1e400, NaN, Infinity: Python's json accepts them
+                raise self.make_error("invalid")
             if value.is_integer():
                 return int(value)
             if self.decimals:
                 return value
             raise self.make_error("invalid")
         if isinstance(value, str):
+            # ASCII digits only: int()/float() alone would also take "1_000", "\u0662",
+            # "nan" and "infinity".
             text = value.strip()
-            try:
-                return int(text)
-            except ValueError:
-                pass
-            if self.decimals:
+            if _INTEGER_TEXT.fullmatch(text):
                 try:
-                    number = float(text)
-                except ValueError:
+                    return int(text)
+                except ValueError:  # more digits than Python converts
                     raise self.make_error("invalid") from None
-                if number == number and number not in (float("inf"), float("-inf")):
+            if self.decimals and _DECIMAL_TEXT.fullmatch(text):
+                number = float(text)
+                if math.isfinite(number):
                     return number
         raise self.make_error("invalid")
 

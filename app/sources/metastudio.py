@@ -27,7 +27,7 @@ LIVE_EVENTS_PATH = "live-events"
 SIGNATURE_PARAMS = ("hwSecret", "hwTime")
 STREAM_STATES = ("CONNECTING", "CONNECTED", "DISCONNECTED", "RECONNECTING", "END")
 EVENT_TYPES = ("SHOOT_SCRIPT_SWITCH", "RTMP_STREAM_STATE_CHANGE", "REPLY_COMMAND_FINISH")
-_EVENT_TYPE_SHAPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_EVENT_TYPE_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # used with fullmatch: "$" would allow a trailing newline
 
 
 # --- signature ------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def parse_live_event(payload: dict) -> Parsed:
     event_type = payload.get("event_type")
     if event_type is None:
         raise ValidationError({"event_type": ["Missing data for required field."]})
-    if not isinstance(event_type, str) or not _EVENT_TYPE_SHAPE.match(event_type):
+    if not isinstance(event_type, str) or not _EVENT_TYPE_SHAPE.fullmatch(event_type):
         raise ValidationError({"event_type": ["Must be an event type name (letters, digits, _ . : -; at most 64)."]})
     schema = EVENT_SCHEMAS.get(event_type)
     if schema is None:
