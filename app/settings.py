@@ -18,6 +18,17 @@ from urllib.parse import urlsplit
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from app.fields import flatten_errors
+from app.vendor_settings import (
+    VENDOR_SECRET_ENV,
+    FlightHub,
+    FlightHubSchema,
+    KooPhone,
+    KooPhoneSchema,
+    MetaStudioApi,
+    MetaStudioApiSchema,
+    Transcoder,
+    TranscoderSchema,
+)
 
 AUTH_TYPES = ("NONE", "MSS_A", "MSS_A_HEAD")
 
@@ -59,6 +70,11 @@ class Settings:
     job_timeout_seconds: int
     metastudio: MetaStudioSource | None
     cdnetworks: CDNetworksSource | None
+    # The vendors we call; None means that vendor's actions are off.
+    transcoder: Transcoder | None = None
+    flighthub: FlightHub | None = None
+    koophone: KooPhone | None = None
+    metastudio_api: MetaStudioApi | None = None
     source_file: str | None = None
 
 
@@ -120,6 +136,10 @@ class SettingsSchema(_Strict):
     job_timeout_seconds = fields.Integer(load_default=300, validate=validate.Range(min=1, max=86400))
     redis = fields.Nested(RedisSchema, load_default=lambda: RedisSchema().load({}))
     sources = fields.Nested(SourcesSchema, load_default=lambda: SourcesSchema().load({}))
+    transcoder = fields.Nested(TranscoderSchema, load_default=None)
+    flighthub = fields.Nested(FlightHubSchema, load_default=None)
+    koophone = fields.Nested(KooPhoneSchema, load_default=None)
+    metastudio = fields.Nested(MetaStudioApiSchema, load_default=None)
 
 
 def _apply_env(raw: dict, env: Mapping[str, str]) -> dict:
@@ -131,6 +151,10 @@ def _apply_env(raw: dict, env: Mapping[str, str]) -> dict:
                 if not isinstance(node, dict):
                     raise ConfigError(f"{'.'.join(path[:-1])}: must be a table")
             node[path[-1]] = env[var]
+    for (section, key), var in VENDOR_SECRET_ENV.items():
+        # Only for a section the file has: a secret alone does not switch a vendor on.
+        if env.get(var) and isinstance(raw.get(section), dict):
+            raw[section][key] = env[var]
     if env.get("MEDIAHOOK_SPOOL_DIR"):
         raw["spool_dir"] = env["MEDIAHOOK_SPOOL_DIR"]
     if env.get("REDIS_URL"):
@@ -164,6 +188,10 @@ def build(raw: dict, env: Mapping[str, str] | None = None, source_file: str | No
         job_timeout_seconds=data["job_timeout_seconds"],
         metastudio=MetaStudioSource(**ms) if ms else None,
         cdnetworks=CDNetworksSource(**cdn) if cdn else None,
+        transcoder=data["transcoder"],
+        flighthub=data["flighthub"],
+        koophone=data["koophone"],
+        metastudio_api=data["metastudio"],
         source_file=source_file,
     )
 
