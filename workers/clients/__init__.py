@@ -1,0 +1,1 @@
+"""One client module per downstream vendor, over one shared HTTP session (``http.py``)."""

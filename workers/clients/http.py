@@ -1,0 +1,109 @@
+"""The shared HTTP layer of the vendor clients: one session, timeouts, and error classification.
+
+Every failure becomes a ``VendorError`` that says whether it is worth retrying (transient:
+network errors, timeouts, 5xx, 429, the vendor's internal-error codes) or not (permanent:
+4xx, bad parameters, not found, limits), and keeps the vendor's code and message.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+
+from app.vendor_settings import HttpPolicy
+
+_session: requests.Session | None = None
+
+
+def session() -> requests.Session:
+    """One pooled session per process (RQ forks a work horse per job; the pool is per process)."""
+    global _session
+    if _session is None:
+        _session = requests.Session()
+        _session.headers["User-Agent"] = "mediahook/0.1"
+    return _session
+
+
+class VendorError(Exception):
+    """A vendor call that did not succeed; ``transient`` says whether a retry may help."""
+
+    def __init__(self, vendor: str, message: str, *, transient: bool, code: str | int | None = None,
+                 status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(f"{vendor}: {message}" + (f" (code {code})" if code not in (None, "") else ""))
+        self.vendor = vendor
+        self.message = message
+        self.transient = transient
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vendor": self.vendor, "code": self.code, "message": self.message, "status": self.status,
+                "transient": self.transient}
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+    retry_after: float | None
+
+
+def request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def send(vendor: str, policy: HttpPolicy, method: str, url: str, *, headers: dict[str, str] | None = None,
+         json: Any = None, params: dict[str, Any] | None = None) -> Reply:
+    """One HTTP call. Network failures and 429/5xx raise transient VendorErrors; any other
+    answer is returned for the vendor's client to read its own error shape from."""
+    try:
+        r = session().request(method, url, headers=headers, json=json, params=params,
+                              timeout=(policy.connect_timeout, policy.read_timeout))
+    except requests.Timeout:
+        raise VendorError(vendor, f"timed out ({method} {_path(url)})", transient=True) from None
+    except requests.RequestException as exc:
+        raise VendorError(vendor, f"connection failed ({exc.__class__.__name__}, {method} {_path(url)})",
+                          transient=True) from None
+    try:
+        body = r.json() if r.content else None
+    except ValueError:
+        body = None
+    retry_after = _retry_after(r.headers.get("Retry-After"))
+    if r.status_code == 429:
+        raise VendorError(vendor, "rate limited", transient=True, status=429, code=_code(body),
+                          retry_after=retry_after)
+    if r.status_code >= 500 and not isinstance(body, dict):
+        raise VendorError(vendor, f"HTTP {r.status_code}", transient=True, status=r.status_code)
+    return Reply(r.status_code, body, retry_after)
+
+
+def _path(url: str) -> str:
+    # Never put query strings in errors: some vendors' URLs carry secrets there.
+    return url.split("?", 1)[0]
+
+
+def _code(body: Any) -> Any:
+    if isinstance(body, dict):
+        for key in ("error_code", "errcode", "code"):
+            if key in body:
+                return body[key]
+    return None
