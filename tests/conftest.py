@@ -22,6 +22,7 @@ from app import create_app
 from app.embedded_redis import RedisServer
 from app.settings import Settings, build
 from tests.helpers import CDN_TOKEN, MS_KEY, free_port, to_toml, wait_until
+from workers import context as worker_context
 from workers.queues import QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,11 +82,14 @@ def make_app(settings_factory: Callable[..., Settings]) -> Iterator[Callable[...
     apps = []
 
     def make(start_drainer: bool = False, drain_interval: float = 0.05, **overrides: Any):
-        app = create_app(settings_factory(**overrides), start_drainer=start_drainer, drain_interval=drain_interval)
+        settings = settings_factory(**overrides)
+        app = create_app(settings, start_drainer=start_drainer, drain_interval=drain_interval)
+        worker_context.configure(settings)  # in-process workers act on the same config
         apps.append(app)
         return app
 
     yield make
+    worker_context.configure(None)
     for app in apps:
         runtime = app.extensions["mediahook"]
         if runtime.drainer:

@@ -16,6 +16,8 @@ class Parsed:
     event_type: str
     known: bool
     refs: dict[str, Any] = field(default_factory=dict)
+    # The validated payload (for MetaStudio: the decoded ``message``), for the worker side.
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -112,12 +112,12 @@ TRANSCODE_SCHEMA = TranscodeCallback()
 def parse_upload(payload: dict) -> Parsed:
     data = UPLOAD_SCHEMA.load(payload)
     ids = [v["videoId"] for v in data["data"]["videoListInfo"]][:MAX_REFS]
-    return Parsed(UPLOAD_EVENT, known=True, refs={"video_ids": ids})
+    return Parsed(UPLOAD_EVENT, known=True, refs={"video_ids": ids}, data=data)
 
 
 def parse_transcode(payload: dict) -> Parsed:
     data = TRANSCODE_SCHEMA.load(payload)
-    return Parsed(TRANSCODE_EVENT, known=True, refs={"video_ids": [data["videoId"]]})
+    return Parsed(TRANSCODE_EVENT, known=True, refs={"video_ids": [data["videoId"]]}, data=data)
 
 
 ENDPOINTS = (

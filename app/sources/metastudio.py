@@ -155,7 +155,8 @@ def parse_live_event(payload: dict) -> Parsed:
     if schema is None:
         return Parsed(event_type, known=False)
     message = schema.load(payload)["message"]
-    return Parsed(event_type, known=True, refs={"room_id": message["room_id"], "job_id": message["job_id"]})
+    return Parsed(event_type, known=True, refs={"room_id": message["room_id"], "job_id": message["job_id"]},
+                  data=message)
 
 
 ENDPOINTS = (Endpoint(LIVE_EVENTS_PATH, parse_live_event, accept_base64=False),)

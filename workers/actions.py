@@ -1,0 +1,187 @@
+"""Actions: the follow-up calls an event leads to, each its own RQ job with its own retries.
+
+An action's id is its idempotency key (e.g. ``transcode-<video>-<rung>``) and its RQ job id,
+enqueued with ``unique=True``: a second callback, a replay or a retry of the event job never
+queues it twice. Its record ``mh:action:<id>`` keeps status, attempts and the last error
+(vendor code and message) so a failure is explained, listed and replayable.
+
+Failures: a transient ``VendorError`` (or an unexpected exception) is retried on the RQ
+``Retry`` schedule (exponential, jittered, ``Retry-After`` honoured); a permanent one fails at
+once, keeping the vendor's code and message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Retry, get_current_job
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+
+from app.redact import redact
+from app.vendor_settings import HttpPolicy
+from workers.clients.http import VendorError
+from workers.queues import ACTIONS_QUEUE
+
+log = logging.getLogger(__name__)
+
+ACTION_PREFIX = "mh:action:"
+EVENT_ACTIONS_PREFIX = "mh:event-actions:"
+FAILED_INDEX = "mh:actions:failed"
+ACTION_TTL = 30 * 86400
+
+
+class Skip(Exception):
+    """Nothing to do (superseded, already done): the action ends as ``skipped`` with this reason."""
+
+
+def retry_schedule(policy: HttpPolicy, rng: random.Random | None = None) -> Retry | None:
+    """Exponential backoff with ±20 % jitter: base, 2×base, 4×base … capped at the max."""
+    if policy.retry_attempts <= 0:
+        return None
+    rng = rng or random.Random()
+    intervals = []
+    for attempt in range(policy.retry_attempts):
+        delay = min(policy.retry_base_seconds * 2 ** attempt, policy.retry_max_seconds)
+        intervals.append(max(0, round(delay * rng.uniform(0.8, 1.2))))
+    return Retry(max=policy.retry_attempts, interval=intervals)
+
+
+def _now() -> str:
+    return repr(time.time())
+
+
+def record(redis: Redis, action_id: str) -> dict[str, Any] | None:
+    raw = redis.hgetall(ACTION_PREFIX + action_id)
+    if not raw:
+        return None
+    doc = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+    for key in ("params", "last_error", "result"):
+        if doc.get(key):
+            doc[key] = json.loads(doc[key])
+    doc["attempts"] = int(doc.get("attempts", 0))
+    return doc
+
+
+def event_actions(redis: Redis, event_id: str) -> list[dict[str, Any]]:
+    ids = sorted(m.decode() for m in redis.smembers(EVENT_ACTIONS_PREFIX + event_id))
+    return [doc for doc in (record(redis, i) for i in ids) if doc]
+
+
+def enqueue(redis: Redis, action_id: str, func: str | Callable, *, kind: str, event_id: str | None,
+            params: dict[str, Any], policy: HttpPolicy | None, delay: float | None = None,
+            timeout: int = 300) -> str:
+    """Queue an action once. Returns "queued", "exists" (already queued, running or done) or
+    "requeued" (it had failed for good; a replay runs it again)."""
+    key = ACTION_PREFIX + action_id
+    pipe = redis.pipeline()
+    pipe.hsetnx(key, "created_at", _now())
+    # The record is for people to read: secrets (a stream_key) stay in the RQ job only.
+    pipe.hset(key, mapping={"id": action_id, "kind": kind, "params": json.dumps(redact(params), sort_keys=True)})
+    pipe.hsetnx(key, "status", "queued")
+    pipe.hsetnx(key, "attempts", 0)
+    if event_id:
+        pipe.hsetnx(key, "event_id", event_id)
+        pipe.sadd(EVENT_ACTIONS_PREFIX + event_id, action_id)
+        pipe.expire(EVENT_ACTIONS_PREFIX + event_id, ACTION_TTL)
+    pipe.expire(key, ACTION_TTL)
+    pipe.execute()
+
+    queue = Queue(ACTIONS_QUEUE, connection=redis)
+    options = dict(job_id=action_id, unique=True, retry=retry_schedule(policy) if policy else None,
+                   result_ttl=ACTION_TTL, failure_ttl=ACTION_TTL, job_timeout=timeout,
+                   description=f"{kind} {action_id}")
+    try:
+        if delay:
+            queue.enqueue_in(_seconds(delay), func, kwargs=params, **options)
+        else:
+            queue.enqueue(func, kwargs=params, **options)
+        return "queued"
+    except DuplicateJobError:
+        pass
+    try:
+        job = Job.fetch(action_id, connection=redis)
+    except NoSuchJobError:
+        return "exists"
+    if job.get_status() in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        retry = retry_schedule(policy) if policy else None
+        job.retries_left = retry.max if retry else None
+        job.retry_intervals = retry.intervals if retry else None
+        job.save()
+        job.requeue()
+        redis.hset(key, mapping={"status": "queued", "updated_at": _now()})
+        redis.zrem(FAILED_INDEX, action_id)
+        return "requeued"
+    return "exists"
+
+
+def _seconds(delay: float):
+    from datetime import timedelta
+
+    return timedelta(seconds=delay)
+
+
+def _update(redis: Redis, action_id: str, **fields: Any) -> None:
+    mapping = {k: (json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in fields.items()}
+    mapping["updated_at"] = _now()
+    redis.hset(ACTION_PREFIX + action_id, mapping=mapping)
+
+
+@contextmanager
+def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
+    """Run an action's body: mark it running, then succeeded / skipped / retrying / failed.
+
+    The body may put a JSON-able result into the yielded dict (``out["result"] = ...``).
+    """
+    job = get_current_job()
+    redis.hincrby(ACTION_PREFIX + action_id, "attempts", 1)
+    _update(redis, action_id, status="running")
+    out: dict[str, Any] = {}
+    try:
+        yield out
+    except Skip as reason:
+        _update(redis, action_id, status="skipped", result={"skipped": str(reason)})
+        return
+    except VendorError as exc:
+        _fail(redis, job, action_id, exc.to_dict(), transient=exc.transient, retry_after=exc.retry_after)
+        raise
+    except Exception as exc:
+        # A bug or an unexpected reply: retried like a transient error, with the trace kept.
+        error = {"vendor": None, "code": exc.__class__.__name__, "message": str(exc)[:500], "transient": True,
+                 "trace": traceback.format_exc(limit=5)[-2000:]}
+        _fail(redis, job, action_id, error, transient=True, retry_after=None)
+        raise
+    _update(redis, action_id, status="succeeded", result=out.get("result", {}))
+    redis.zrem(FAILED_INDEX, action_id)
+
+
+def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transient: bool,
+          retry_after: float | None) -> None:
+    will_retry = bool(transient and job is not None and job.retries_left and job.retries_left > 0)
+    if job is not None and not transient:
+        job.retries_left = 0  # permanent: RQ must not retry it
+    if will_retry and retry_after and job is not None and job.retry_intervals:
+        # Honour Retry-After: make the interval RQ is about to use at least that long.
+        index = max(len(job.retry_intervals) - job.retries_left, 0)
+        intervals = list(job.retry_intervals)
+        if index < len(intervals):
+            intervals[index] = max(intervals[index], int(retry_after + 0.999))
+            job.retry_intervals = intervals
+    _update(redis, action_id, status="retrying" if will_retry else "failed", last_error=error)
+    if not will_retry:
+        redis.zadd(FAILED_INDEX, {action_id: time.time()})
+    log.warning("action %s %s: %s", action_id, "will retry" if will_retry else "FAILED", error.get("message"))
+
+
+def failed(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
+    """Actions that failed for good, newest first."""
+    ids = [m.decode() for m in redis.zrevrange(FAILED_INDEX, 0, limit - 1)]
+    return [doc for doc in (record(redis, i) for i in ids) if doc]
