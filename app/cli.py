@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from app import settings as settings_mod
-from app.redact import redact_body
 from app.settings import ConfigError, Settings
 from workers.queues import QUEUES
 
@@ -95,24 +94,114 @@ def events() -> None:
 @events.command("show")
 @click.argument("event_id")
 def events_show(event_id: str) -> None:
-    """Print an event record and the state of its job (secrets masked)."""
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job
+    """An event with its job, its actions (state, attempts, last error) and transcodes; secrets masked."""
+    from workers import ops
 
-    from app.store import EventStore, connect
-
-    s = _settings()
-    store = EventStore(connect(s), s)
-    record = store.get(event_id)
-    if record is None:
+    doc = ops.event_details(_redis(), event_id)
+    if doc is None:
         raise click.ClickException(f"no event {event_id} (unknown, or past its retention)")
-    record["body"] = redact_body(record["body"])
-    if record.get("job_id"):
-        try:
-            record["job_status"] = Job.fetch(record["job_id"], connection=store.redis).get_status()
-        except NoSuchJobError:
-            record["job_status"] = "gone"
-    click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+    _print(doc)
+
+
+@main.command()
+@click.option("--limit", default=50, show_default=True)
+def failed(limit: int) -> None:
+    """Actions that failed for good, newest first, with the vendor's code and message."""
+    from workers import ops
+
+    rows = ops.failed(_redis(), limit)
+    if not rows:
+        click.echo("no failed actions")
+    for a in rows:
+        error = a.get("last_error") or {}
+        click.echo(f"{a['id']}  event {a.get('event_id') or '-'}  attempts {a['attempts']}  "
+                   f"{error.get('vendor') or ''} {error.get('code') or ''}: {error.get('message') or ''}")
+
+
+@main.command()
+@click.argument("event_id")
+def replay(event_id: str) -> None:
+    """Process an event again (safe: actions are idempotent; failed ones are requeued)."""
+    from workers import ops
+
+    try:
+        job_id = ops.replay(_redis(), event_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"queued {job_id}")
+
+
+@main.group()
+def koophone() -> None:
+    """KooPhone cloud-phone video settings."""
+
+
+@koophone.command("apply")
+@click.argument("profile")
+@click.argument("instance_ids", nargs=-1, required=True)
+def koophone_apply(profile: str, instance_ids: tuple[str, ...]) -> None:
+    """Apply a [koophone.profiles] profile to instances (queued, retried like any action)."""
+    from workers import ops
+
+    try:
+        ids = ops.koophone_apply(_redis(), _settings(), profile, list(instance_ids))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("queued " + " ".join(ids))
+
+
+@main.group()
+def live() -> None:
+    """MetaStudio live jobs."""
+
+
+@live.command("start")
+@click.argument("room_id")
+@click.option("--output-url", required=True, help="RTMP push URL of the live platform.")
+@click.option("--stream-key", required=True, help="Its stream key (kept out of logs and records).")
+def live_start(room_id: str, output_url: str, stream_key: str) -> None:
+    """Start a MetaStudio live job whose callbacks come back to this service."""
+    from workers import ops
+
+    try:
+        action_id = ops.live_start(_redis(), _settings(), room_id, output_url, stream_key)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"queued {action_id}; see: mediahook action {action_id}")
+
+
+@live.command("show")
+@click.argument("job_id")
+def live_show(job_id: str) -> None:
+    """A live job's script timeline: current scene and paragraph, finished replies."""
+    from workers import ops
+
+    doc = ops.live_show(_redis(), job_id)
+    if doc is None:
+        raise click.ClickException(f"nothing known of live job {job_id}")
+    _print(doc)
+
+
+@main.command("action")
+@click.argument("action_id")
+def action_show(action_id: str) -> None:
+    """One action: state, attempts, last error, result."""
+    from workers import ops
+
+    doc = ops.action(_redis(), action_id)
+    if doc is None:
+        raise click.ClickException(f"no action {action_id}")
+    _print(doc)
+
+
+def _redis():
+    from app.store import connect
+
+    return connect(_settings())
+
+
+def _print(doc: dict) -> None:
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
 
 
 @main.command()

@@ -107,20 +107,25 @@ def enqueue(redis: Redis, action_id: str, func: str | Callable, *, kind: str, ev
         return "queued"
     except DuplicateJobError:
         pass
+    return "requeued" if requeue(redis, action_id, policy) else "exists"
+
+
+def requeue(redis: Redis, action_id: str, policy: HttpPolicy | None = None) -> bool:
+    """Run an action that failed for good again, with a fresh retry schedule. False if it has not failed."""
     try:
         job = Job.fetch(action_id, connection=redis)
     except NoSuchJobError:
-        return "exists"
-    if job.get_status() in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-        retry = retry_schedule(policy) if policy else None
-        job.retries_left = retry.max if retry else None
-        job.retry_intervals = retry.intervals if retry else None
-        job.save()
-        job.requeue()
-        redis.hset(key, mapping={"status": "queued", "updated_at": _now()})
-        redis.zrem(FAILED_INDEX, action_id)
-        return "requeued"
-    return "exists"
+        return False
+    if job.get_status() not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        return False
+    retry = retry_schedule(policy or HttpPolicy())
+    job.retries_left = retry.max if retry else None
+    job.retry_intervals = retry.intervals if retry else None
+    job.save()
+    job.requeue()
+    redis.hset(ACTION_PREFIX + action_id, mapping={"status": "queued", "updated_at": _now()})
+    redis.zrem(FAILED_INDEX, action_id)
+    return True
 
 
 def _seconds(delay: float):
