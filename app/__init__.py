@@ -9,6 +9,7 @@ from flask import Flask
 
 from app import errors, health, spool
 from app import settings as settings_mod
+from app.batching import IngestBatcher
 from app.receive import make_view
 from app.settings import Settings
 from app.sources import SOURCES
@@ -38,12 +39,13 @@ def create_app(settings: Settings | None = None, *, start_drainer: bool = True, 
     spool.reap_stale_tmp(settings.spool_dir)
     drainer = spool.Drainer(settings.spool_dir, store, drain_interval).start() if start_drainer else None
     app.extensions["mediahook"] = Runtime(settings, store, drainer)
+    ingest = IngestBatcher(store).ingest
 
     for name, source in SOURCES.items():
         if getattr(settings, name) is None:
             log.warning("source %s has no secret configured: its callbacks are refused with 401", name)
         for endpoint in source.ENDPOINTS:
-            app.add_url_rule(f"/hooks/{name}/{endpoint.path}", view_func=make_view(source, endpoint, settings, store),
+            app.add_url_rule(f"/hooks/{name}/{endpoint.path}", view_func=make_view(source, endpoint, settings, ingest),
                              methods=["POST"])
     app.register_blueprint(health.bp)
     errors.register(app)

@@ -23,12 +23,16 @@ from app import spool
 from app.fields import flatten_errors
 from app.settings import Settings
 from app.sources.base import Endpoint
-from app.store import Event, EventStore, dedup_digest, new_event_id
+from app.store import Event, dedup_digest, new_event_id
 
 log = logging.getLogger(__name__)
 
 # Headers worth keeping with the record; never the signature ones.
 KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Request-Id", "X-Forwarded-For", "X-Real-Ip", "x-hw-mss-time")
+_KEPT_ENVIRON = tuple(
+    (name, "CONTENT_TYPE" if name == "Content-Type" else "HTTP_" + name.upper().replace("-", "_"))
+    for name in KEPT_HEADERS
+)
 _STD_ALPHABET = bytes.maketrans(b"-_", b"+/")
 
 
@@ -73,10 +77,14 @@ def decode_body(body: bytes, accept_base64: bool) -> Any:
 
 
 def _kept_headers(req: Request) -> dict[str, str]:
-    return {name: value for name in KEPT_HEADERS if (value := req.headers.get(name)) is not None}
+    environ = req.environ
+    return {name: value for name, key in _KEPT_ENVIRON if (value := environ.get(key)) is not None}
 
 
-def make_view(source: ModuleType, endpoint: Endpoint, settings: Settings, store: EventStore) -> Callable[[], Response]:
+Ingest = Callable[[Event], tuple[bool, str]]
+
+
+def make_view(source: ModuleType, endpoint: Endpoint, settings: Settings, ingest: Ingest) -> Callable[[], Response]:
     """The Flask view for one source endpoint, with its collaborators bound once."""
     authenticate = source.authenticate
     parse = endpoint.parse
@@ -110,17 +118,17 @@ def make_view(source: ModuleType, endpoint: Endpoint, settings: Settings, store:
             remote_addr=request.remote_addr or "",
             dedup=dedup_digest(source.NAME, endpoint.path, body),
         )
-        return deliver(event, store, settings.spool_dir)
+        return deliver(event, ingest, settings.spool_dir)
 
     view.__name__ = f"hook_{source.NAME}_{endpoint.path.replace('-', '_')}"
     return view
 
 
-def deliver(event: Event, store: EventStore, spool_dir: str) -> Response:
+def deliver(event: Event, ingest: Ingest, spool_dir: str) -> Response:
     """Record and queue the event, or spool it; answer 2xx only once it is safely kept."""
     answer: dict[str, Any] = {"code": 0, "message": "OK"}
     try:
-        created, event_id = store.ingest(event)
+        created, event_id = ingest(event)
     except RedisError as exc:
         try:
             spool.write(spool_dir, event)

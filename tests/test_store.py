@@ -154,3 +154,58 @@ def test_stored_record_keeps_no_query_string_secrets(make_app, redis_client):
     dump = json.dumps({k.decode(): v.decode("latin-1") for k, v in
                        redis_client.hgetall(f"mh:event:{r.json['event_id']}").items()})
     assert MS_TOKEN not in dump
+
+
+def test_job_hash_template_matches_what_rq_writes(app):
+    """The template-built job hash must equal RQ's own Job.create(...).to_dict(), bar timestamps."""
+    store = app.extensions["mediahook"].store
+    ours = store._job_items("0123abcd")
+    ours = dict(zip(ours[::2], ours[1::2], strict=True))
+    rq_job = store._new_job("0123abcd").to_dict()
+    theirs = {k: v if isinstance(v, (bytes, str)) else str(v) for k, v in rq_job.items() if v is not None}
+    for stamp in ("created_at", "enqueued_at"):
+        assert ours.pop(stamp)[:16] == theirs.pop(stamp)[:16]
+    assert ours == theirs
+
+
+def test_concurrent_requests_share_one_round_trip(app, redis_client):
+    """Group commit: events that arrive while a write is in flight go out together, each
+    still recorded and answered on its own."""
+    from app.batching import IngestBatcher
+    from app.store import Event, dedup_digest, new_event_id
+    from tests.helpers import wait_until
+
+    store = app.extensions["mediahook"].store
+    batcher = IngestBatcher(store)
+    sizes: list[int] = []
+    gate = threading.Event()
+    real = store.ingest_many
+
+    def slow_first(events):
+        sizes.append(len(events))
+        if len(sizes) == 1:
+            gate.wait(10)  # hold the first round trip until the others have queued behind it
+        return real(events)
+
+    store.ingest_many = slow_first
+
+    def event(n: int) -> Event:
+        body = _state_event(n=n)
+        return Event(id=new_event_id(1.0 + n), source="metastudio", endpoint="live-events",
+                     type="RTMP_STREAM_STATE_CHANGE", status="queued", received_at=1.0 + n, body=body, headers={},
+                     refs={}, remote_addr="", dedup=dedup_digest("metastudio", "live-events", body))
+
+    results: dict[int, tuple] = {}
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, batcher.ingest(event(n))))
+               for n in range(8)]
+    threads[0].start()
+    wait_until(lambda: sizes == [1], what="the first write to be in flight")
+    for t in threads[1:]:
+        t.start()
+    wait_until(lambda: len(batcher._pending) == 7, what="seven writes queued behind it")
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert sizes == [1, 7]
+    assert all(created for created, _ in results.values()) and len(results) == 8
+    assert Queue(EVENTS_QUEUE, connection=redis_client).count == 8
