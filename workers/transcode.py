@@ -101,7 +101,8 @@ def _state(redis: Redis, video_id: str, rung: str) -> dict[str, str]:
 def _set(redis: Redis, video_id: str, rung: str, **fields: Any) -> None:
     k = key(video_id, rung)
     pipe = redis.pipeline()
-    pipe.hset(k, mapping={**{f: str(v) for f, v in fields.items()}, "updated_at": repr(time.time())})
+    pipe.hset(k, mapping={**{f: str(v) for f, v in fields.items()}, "video_id": video_id, "rung": rung,
+                          "updated_at": repr(time.time())})
     pipe.expire(k, TTL)
     pipe.sadd(VIDEO_RUNGS_PREFIX + video_id, rung)
     pipe.expire(VIDEO_RUNGS_PREFIX + video_id, TTL)
@@ -139,8 +140,8 @@ def _submit(redis: Redis, cfg: Transcoder, video_id: str, rung: str, url: str, e
         found = muducloud.find(cfg, url, template_id)
         task_id = found.id if found else None
     if task_id is None:
-        _set(redis, video_id, rung, state="creating", video_id=video_id, rung=rung, origin_url=url,
-             template_id=template_id, intent_at=repr(time.time()), event_id=event_id or "")
+        _set(redis, video_id, rung, state="creating", origin_url=url, template_id=template_id,
+             intent_at=repr(time.time()), event_id=event_id or "")
         try:
             task_id = muducloud.create(cfg, url, template_id)
         except VendorError as exc:
