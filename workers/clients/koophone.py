@@ -18,8 +18,8 @@ TRANSIENT_CODES = {"KOOPHONE.API.9999"}
 def expand_profile(profile: dict[str, dict[str, int]]) -> list[dict]:
     """One profile (the three definitions) as the 6 combinations the API requires."""
     return [
-        {"network_type": network, "encoding_type": encoding, "video_spec_groups": {
-            name: {"code_rate": spec["code_rate"], "fps": spec["fps"]} for name, spec in profile.items()}}
+        {"network_type": network, "encoding_type": encoding, "video_spec_groups": [{
+            name: {"code_rate": spec["code_rate"], "fps": spec["fps"]} for name, spec in profile.items()}]}
         for network in NETWORK_TYPES for encoding in ENCODING_TYPES
     ]
 

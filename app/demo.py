@@ -1,0 +1,108 @@
+"""`mediahook demo`: drive a running `mediahook dev` the way the vendors would, and show the outcome.
+
+Posts the documented CDNetworks upload callback and a short MetaStudio live session (stream
+CONNECTED, a script switch, a finished reply, stream END), signed as the vendors sign them, then
+waits until the transcodes are final and the converter has followed the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+from redis import Redis
+
+from app.settings import Settings
+from app.sources.metastudio import signature_headers, signed_url
+from workers import ops
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+ROOM = "26f065244f754b3aa853b649a21aaf66"  # the room in MetaStudio's documented examples
+
+
+def _live_event(event_type: str, **message: Any) -> bytes:
+    return json.dumps({"event_type": event_type, "message": json.dumps(message)}).encode()
+
+
+def _post_live(s: Settings, body: bytes) -> str:
+    url = f"{s.public_base_url}/hooks/metastudio/live-events"
+    src = s.metastudio
+    headers = {"Content-Type": "application/json"}
+    if src.auth_type == "NONE":
+        url += f"?token={src.token}"
+    elif src.auth_type == "MSS_A_HEAD":
+        headers.update(signature_headers(url, src.key))
+    else:
+        url = signed_url(url, src.key)
+    return _post(url, body, headers)
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> str:
+    r = requests.post(url, data=body, headers=headers, timeout=10)
+    r.raise_for_status()
+    return r.json()["event_id"]
+
+
+def _wait(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _actions_done(redis: Redis, event_id: str) -> bool:
+    doc = ops.event_details(redis, event_id) or {}
+    states = [a["status"] for a in doc.get("action_states", [])]
+    return doc.get("status") == "processed" and all(s in ("succeeded", "failed", "skipped") for s in states)
+
+
+def _transcodes_final(redis: Redis, event_id: str) -> bool:
+    doc = ops.event_details(redis, event_id) or {}
+    rungs = [r for video in (doc.get("transcodes") or {}).values() for r in video.values()]
+    return bool(rungs) and all(r.get("state") in ("success", "failed", "deleted", "timed_out") for r in rungs)
+
+
+def run_demo(s: Settings, redis: Redis, echo: Callable[[str], None], timeout: float = 60.0) -> bool:
+    if s.metastudio is None or s.cdnetworks is None:
+        raise ValueError("both [sources.metastudio] and [sources.cdnetworks] must be configured")
+    live_job = f"demo-{uuid.uuid4().hex[:8]}"
+    common = {"room_id": ROOM, "job_id": live_job}
+    upload = _post(f"{s.public_base_url}/hooks/cdnetworks/vod-upload?token={s.cdnetworks.token}",
+                   (FIXTURES / "cdnetworks" / "vod_upload.json").read_bytes(), {"Content-Type": "application/json"})
+    echo(f"upload callback         → event {upload}")
+    stream = dict(common, output_url="rtmp://live.example.com/app", stream_key="demo-secret-key")
+    connected = _post_live(s, _live_event("RTMP_STREAM_STATE_CHANGE", **stream, state="CONNECTED"))
+    echo(f"stream CONNECTED        → event {connected}")
+    switch = _post_live(s, _live_event("SHOOT_SCRIPT_SWITCH", **common, scene_script_name="Product 1",
+                                       shoot_script_sequence_no="2", shoot_script_title="Paragraph 2"))
+    echo(f"script switch           → event {switch}")
+    reply = _post_live(s, _live_event("REPLY_COMMAND_FINISH", **common, reply_id=uuid.uuid4().hex))
+    echo(f"reply finished          → event {reply}")
+    ok = _wait(lambda: _actions_done(redis, connected), timeout)
+    end = _post_live(s, _live_event("RTMP_STREAM_STATE_CHANGE", **stream, state="END"))
+    echo(f"stream END              → event {end}")
+    ok = _wait(lambda: _actions_done(redis, end), timeout) and ok
+    ok = _wait(lambda: _transcodes_final(redis, upload), timeout) and ok
+
+    echo("\nWhat came of it (mediahook events show ID for the whole story):")
+    for label, event_id in (("upload", upload), ("CONNECTED", connected), ("END", end)):
+        doc = ops.event_details(redis, event_id) or {}
+        for action in doc.get("action_states", []):
+            result = action.get("result") or action.get("last_error") or {}
+            echo(f"  {label:9} {action['id']:60} {action['status']:9} {json.dumps(result)[:90]}")
+        for video, rungs in (doc.get("transcodes") or {}).items():
+            for rung, state in rungs.items():
+                echo(f"  transcode {video} {rung:>8}: {state.get('state')} {state.get('target_url', '')}")
+    timeline = ops.live_show(redis, live_job) or {}
+    echo(f"  live job {live_job}: scene {timeline.get('scene_script_name')!r}, paragraph "
+         f"{timeline.get('shoot_script_sequence_no')}, {len(timeline.get('finished_replies', []))} finished reply(ies)")
+    echo("demo complete" if ok else
+         f"demo INCOMPLETE after {timeout:.0f}s: see mediahook events show / mediahook failed")
+    return ok
