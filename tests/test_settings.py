@@ -81,7 +81,13 @@ def test_example_config_is_valid_and_documents_every_key():
     text = example.read_text()
     for key in ("public_base_url", "max_body_bytes", "dedup_window_seconds", "retention_days", "spool_dir",
                 "job_timeout_seconds", "[redis]", "url", "socket_timeout", "connect_timeout",
-                "[sources.metastudio]", "auth_type", "key", "token", "tolerance_seconds", "[sources.cdnetworks]"):
+                "[sources.metastudio]", "auth_type", "key", "token", "tolerance_seconds", "[sources.cdnetworks]",
+                "[transcoder]", "auth_header", "origin_url_template", "ladder", "format", "poll_initial_seconds",
+                "poll_max_seconds", "poll_deadline_seconds", "resubmit_count", "read_timeout", "retry_attempts",
+                "retry_base_seconds", "retry_max_seconds", "[flighthub]", "user_token", "project_uuid", "language",
+                "[[flighthub.bindings]]", "room_id", "output_url", "converter_id", "create", "[koophone]",
+                "auth_token", "[koophone.profiles.", "definition_540P", "definition_720P", "definition_1080P",
+                "[[koophone.bindings]]", "instance_ids", "on_state", "[metastudio]", "project_id"):
         assert key in text, key
 
 
@@ -113,3 +119,42 @@ def test_check_config_command(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert good.returncode == 0, good.stderr
     assert "good-token-123" not in good.stdout
+
+
+def test_dev_config_switches_every_vendor_on():
+    s = load({"MEDIAHOOK_CONFIG": str(ROOT / "deploy" / "mediahook.dev.toml")})
+    assert s.transcoder and s.flighthub and s.koophone and s.metastudio_api
+    assert set(s.koophone.profiles) == {"low", "normal"}
+
+
+@pytest.mark.parametrize("section, key", [
+    ({"transcoder": {"base_url": "http://t", "ladder": [240]}}, "transcoder.ladder"),
+    ({"transcoder": {"base_url": "http://t", "origin_url_template": "https://{host}/{videoId}"}},
+     "transcoder.origin_url_template"),
+    ({"transcoder": {}}, "transcoder.base_url"),
+    ({"flighthub": {"base_url": "http://f"}}, "flighthub.user_token"),
+    ({"flighthub": {"base_url": "http://f", "user_token": "t", "bindings": [{"room_id": "r"}]}},
+     "flighthub.bindings.0.converter_id"),
+    ({"koophone": {"base_url": "http://k", "auth_token": "a", "profiles": {"low": {
+        "definition_540P": {"code_rate": 150, "fps": 30}, "definition_720P": {"code_rate": 1000, "fps": 30},
+        "definition_1080P": {"code_rate": 1000, "fps": 30}}}}},
+     "koophone.profiles.low.value.definition_540P.code_rate"),
+    ({"koophone": {"base_url": "http://k", "auth_token": "a", "profiles": {"low": {
+        "definition_540P": {"code_rate": 1000, "fps": 25}, "definition_720P": {"code_rate": 1000, "fps": 30},
+        "definition_1080P": {"code_rate": 1000, "fps": 30}}}}}, "koophone.profiles.low.value.definition_540P.fps"),
+    ({"koophone": {"base_url": "http://k", "auth_token": "a", "bindings": [
+        {"room_id": "r", "instance_ids": ["i"], "on_state": {"CONNECTED": "missing"}}]}}, "koophone.bindings.0"),
+    ({"metastudio": {"base_url": "http://m", "auth_token": "a"}}, "metastudio.project_id"),
+])
+def test_bad_vendor_value_names_the_key(section, key):
+    with pytest.raises(ConfigError) as err:
+        build(section, env={})
+    assert f"{key}" in str(err.value)
+
+
+def test_vendor_secret_from_environment_only_fills_a_present_section():
+    env = {"MEDIAHOOK_FLIGHTHUB_USER_TOKEN": "env-token", "MEDIAHOOK_KOOPHONE_AUTH_TOKEN": "env-k"}
+    s = build({"flighthub": {"base_url": "http://f"}}, env=env)
+    assert s.flighthub.user_token == "env-token"
+    assert s.koophone is None  # a secret alone does not switch a vendor on
+    assert "env-token" not in repr(s)
