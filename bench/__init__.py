@@ -1,0 +1,1 @@
+"""Benchmarks; importable so gunicorn can load ``bench.bare_app:create_app()``."""
