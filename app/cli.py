@@ -54,12 +54,23 @@ def check_config() -> None:
 
 
 @main.command()
-def worker() -> None:
+@click.option("--worker-class", default="rq.Worker", show_default=True,
+              help="rq.Worker forks a work horse per job (isolation, hard timeouts); rq.worker.SimpleWorker "
+                   "runs jobs in-process (faster; see docs/benchmarks.md).")
+def worker(worker_class: str) -> None:
     """An RQ worker, with the scheduler, on mediahook's queues (what the Procfile runs)."""
     from rq.cli import main as rq_main
 
+    from workers import context, preload
+
     s = _settings()
-    rq_main(["worker", "--with-scheduler", "--url", s.redis_url, *QUEUES], prog_name="rq")
+    # Import every job module and build the settings once, here: RQ forks a work horse per job,
+    # and a horse that had to import Flask, Marshmallow and requests itself would spend ~100 ms
+    # on every job doing so.
+    preload.modules()
+    context.configure(s)
+    rq_main(["worker", "--with-scheduler", "--worker-class", worker_class, "--url", s.redis_url, *QUEUES],
+            prog_name="rq")
 
 
 @main.command()
