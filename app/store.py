@@ -23,8 +23,8 @@ from typing import Any
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
-from redis.retry import Retry
-from rq import Queue
+from redis.retry import Retry as RedisRetry
+from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.serializers import DefaultSerializer
 from rq.utils import now as rq_now
@@ -68,7 +68,7 @@ def connect(settings: Settings) -> Redis:
         health_check_interval=30,
         # One immediate retry covers a pooled connection that died with a Redis restart;
         # the ingest script is idempotent by event id, so a retried write cannot double.
-        retry=Retry(NoBackoff(), 1),
+        retry=RedisRetry(NoBackoff(), 1),
     )
 
 
@@ -115,6 +115,10 @@ class Event:
         return items
 
 
+# Deciding an event's actions only touches Redis; a few spaced retries ride out a hiccup
+# (processing is idempotent), and what still fails is in RQ's failed registry for a replay.
+EVENT_JOB_RETRY = Retry(max=3, interval=[5, 30, 120])
+
 # Job hash fields that differ per event; every other field is the same for all event jobs.
 _VARYING_JOB_FIELDS = ("created_at", "enqueued_at", "data", "description")
 
@@ -133,7 +137,7 @@ class EventStore:
         job = Job.create(PROCESS_EVENT, args=(event_id,), id=job_id_for(event_id), connection=self.redis,
                          status=JobStatus.QUEUED, origin=self.queue.name, timeout=self.settings.job_timeout_seconds,
                          result_ttl=86400, failure_ttl=self.settings.retention_seconds,
-                         description=f"process event {event_id}")
+                         description=f"process event {event_id}", retry=EVENT_JOB_RETRY)
         job.enqueued_at = rq_now()
         return job
 
