@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 import traceback
@@ -174,11 +175,12 @@ def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transie
     if job is not None and not transient:
         job.retries_left = 0  # permanent: RQ must not retry it
     if will_retry and retry_after and job is not None and job.retry_intervals:
-        # Honour Retry-After: make the interval RQ is about to use at least that long.
+        # Honour Retry-After: make the interval RQ is about to use at least that long. RQ
+        # schedules in whole seconds (it truncates the due time), hence the extra second.
         index = max(len(job.retry_intervals) - job.retries_left, 0)
         intervals = list(job.retry_intervals)
         if index < len(intervals):
-            intervals[index] = max(intervals[index], int(retry_after + 0.999))
+            intervals[index] = max(intervals[index], math.ceil(retry_after) + 1)
             job.retry_intervals = intervals
     _update(redis, action_id, status="retrying" if will_retry else "failed", last_error=error)
     if not will_retry:

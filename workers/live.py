@@ -2,8 +2,9 @@
 
 Starting a job is not idempotent and MetaStudio offers us no way to look one up, so only
 failures that certainly did not start a job (connection refused, 429, 5xx with an error
-code) are retried; a timeout is reported as failed with "outcome unknown" for a human to check,
-rather than risking a second live job.
+code) are retried; a timeout or a connection lost after sending (``VendorError.maybe_done``) is
+reported as failed with "outcome unknown" for a human to check, rather than risking a second
+live job.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def start(action_id: str, room_id: str, output_url: str, stream_key: str) -> Non
         try:
             job_id = metastudio.start_job(s.metastudio_api, room_id, body)
         except VendorError as exc:
-            if exc.transient and exc.status is None and "timed out" in exc.message:
-                raise VendorError(exc.vendor, "timed out: outcome unknown, check MetaStudio before starting again",
-                                  transient=False) from None
+            if exc.transient and exc.maybe_done:
+                raise VendorError(exc.vendor, f"{exc.message}: outcome unknown, check MetaStudio before starting "
+                                  "again", transient=False) from None
             raise
         pipe = redis.pipeline()
         pipe.hset(LIVE_PREFIX + job_id, mapping={"room_id": room_id, "output_url": output_url,

@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from app.vendor_settings import HttpPolicy
 
@@ -33,7 +34,7 @@ class VendorError(Exception):
     """A vendor call that did not succeed; ``transient`` says whether a retry may help."""
 
     def __init__(self, vendor: str, message: str, *, transient: bool, code: str | int | None = None,
-                 status: int | None = None, retry_after: float | None = None) -> None:
+                 status: int | None = None, retry_after: float | None = None, maybe_done: bool = False) -> None:
         super().__init__(f"{vendor}: {message}" + (f" (code {code})" if code not in (None, "") else ""))
         self.vendor = vendor
         self.message = message
@@ -41,6 +42,9 @@ class VendorError(Exception):
         self.code = code
         self.status = status
         self.retry_after = retry_after
+        # No answer, but the request was sent: the vendor may have acted on it (read timeout,
+        # connection lost). Retrying a call that is not idempotent may do it twice.
+        self.maybe_done = maybe_done
 
     def to_dict(self) -> dict[str, Any]:
         return {"vendor": self.vendor, "code": self.code, "message": self.message, "status": self.status,
@@ -78,11 +82,13 @@ def send(vendor: str, policy: HttpPolicy, method: str, url: str, *, headers: dic
     try:
         r = session().request(method, url, headers=headers, json=json, params=params,
                               timeout=(policy.connect_timeout, policy.read_timeout))
-    except requests.Timeout:
-        raise VendorError(vendor, f"timed out ({method} {_path(url)})", transient=True) from None
+    except requests.Timeout as exc:
+        raise VendorError(vendor, f"timed out ({method} {_path(url)})", transient=True,
+                          maybe_done=not isinstance(exc, requests.ConnectTimeout)) from None
     except requests.RequestException as exc:
+        reason = getattr(exc.args[0] if exc.args else None, "reason", None)
         raise VendorError(vendor, f"connection failed ({exc.__class__.__name__}, {method} {_path(url)})",
-                          transient=True) from None
+                          transient=True, maybe_done=not isinstance(reason, NewConnectionError)) from None
     try:
         body = r.json() if r.content else None
     except ValueError:

@@ -1,0 +1,138 @@
+"""KooPhone video settings: a named profile expanded to the 6 network × encoding combinations,
+applied by bindings on a stream state and on demand (ops and the CLI), at most 100 instances
+per call. What each instance got is read back from the simulator (the real API cannot)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import main as cli
+from tests.conftest import ROOM, vendor_sections
+from tests.vendor_harness import (
+    applied_rates,
+    koophone_instance,
+    post_live,
+    set_faults,
+    sim_calls,
+    stream_event,
+    toml_dumps,
+)
+from workers import actions, ops
+from workers.clients.koophone import expand_profile
+from workers.context import settings as worker_settings
+from workers.video_settings import INSTANCE_PREFIX
+
+LOW, NORMAL = (1000, 1500, 2000), (2000, 4000, 8000)
+DONE = ("succeeded", "failed", "skipped")
+
+
+def statuses(redis, ids) -> list[str | None]:
+    return [(actions.record(redis, i) or {}).get("status") for i in ids]
+
+
+def test_profile_expands_to_the_six_combinations():
+    profile = {"definition_540P": {"code_rate": 1000, "fps": 30}, "definition_720P": {"code_rate": 1500, "fps": 30},
+               "definition_1080P": {"code_rate": 2000, "fps": 60}}
+    settings = expand_profile(profile)
+    assert sorted((s["network_type"], s["encoding_type"]) for s in settings) == sorted(
+        (n, e) for n in ("MOBILE_NETWORK", "WIFI", "WIRED") for e in ("H264", "H265"))
+    assert all(s["video_spec_groups"] == [profile] for s in settings)
+
+
+def test_reconnecting_applies_low_then_connected_normal(vendor_app, sim, drive, redis_client):
+    client = vendor_app.test_client()
+    reconnecting = post_live(client, stream_event(ROOM, "RECONNECTING"))
+    first = [f"koophone-{reconnecting}-0-0"]
+    drive(lambda: statuses(redis_client, first) == ["succeeded"], what="the low profile to be applied")
+    for phone in ("phone-1", "phone-2"):
+        assert applied_rates(koophone_instance(sim.url, phone)) == {LOW}
+        assert redis_client.hget(INSTANCE_PREFIX + phone, "profile") == b"low"
+
+    connected = post_live(client, stream_event(ROOM, "CONNECTED"))
+    drive(lambda: statuses(redis_client, [f"koophone-{connected}-0-0"]) == ["succeeded"],
+          what="the normal profile to be applied")
+    for phone in ("phone-1", "phone-2"):
+        assert applied_rates(koophone_instance(sim.url, phone)) == {NORMAL}
+    calls = sim_calls(sim.url, "koophone", "video-setting")
+    assert [sorted(c["body"]["instance_ids"]) for c in calls] == [["phone-1", "phone-2"]] * 2
+
+    # A state without a profile (END) and another room apply nothing.
+    post_live(client, stream_event(ROOM, "END"))
+    post_live(client, stream_event("another-room", "RECONNECTING"))
+    drive(lambda: redis_client.llen("rq:queue:mediahook-events") == 0, what="the events")
+    drive(lambda: redis_client.llen("rq:queue:mediahook-actions") == 0, what="their actions")
+    assert len(sim_calls(sim.url, "koophone")) == 2
+
+
+def test_apply_for_a_state_the_stream_has_left_is_skipped(vendor_app, sim, drive, redis_client):
+    """RECONNECTING then CONNECTED, both decided before either apply runs: only normal is sent."""
+    client = vendor_app.test_client()
+    reconnecting = post_live(client, stream_event(ROOM, "RECONNECTING"))
+    connected = post_live(client, stream_event(ROOM, "CONNECTED"))
+    ids = [f"koophone-{reconnecting}-0-0", f"koophone-{connected}-0-0"]
+    drive(lambda: all(s in DONE for s in statuses(redis_client, ids)), what="both applies")
+    assert statuses(redis_client, ids) == ["skipped", "succeeded"]
+    assert "moved on to CONNECTED" in actions.record(redis_client, ids[0])["result"]["skipped"]
+    assert len(sim_calls(sim.url, "koophone")) == 1
+    assert applied_rates(koophone_instance(sim.url, "phone-1")) == {NORMAL}
+
+
+def test_on_demand_apply_of_150_instances_is_two_calls(vendor_app, sim, drive, redis_client):
+    ids = [f"inst-{n:03d}" for n in range(150)]
+    action_ids = ops.koophone_apply(redis_client, worker_settings(), "normal", ids)
+    assert len(action_ids) == 2
+    drive(lambda: statuses(redis_client, action_ids) == ["succeeded"] * 2, what="both batches")
+    calls = sim_calls(sim.url, "koophone", "video-setting")
+    assert sorted(len(c["body"]["instance_ids"]) for c in calls) == [50, 100]
+    assert sorted(i for c in calls for i in c["body"]["instance_ids"]) == ids
+    assert all(applied_rates(koophone_instance(sim.url, i)) == {NORMAL} for i in (ids[0], ids[99], ids[149]))
+
+
+def test_binding_with_more_than_100_instances_is_batched(make_app, sim, drive, redis_client):
+    sections = vendor_sections(sim.url)
+    phones = [f"p{n}" for n in range(230)]
+    sections["koophone"]["bindings"] = [{"room_id": ROOM, "instance_ids": phones, "on_state": {"CONNECTED": "low"}}]
+    event = post_live(make_app(**sections).test_client(), stream_event(ROOM, "CONNECTED"))
+    ids = [f"koophone-{event}-0-{b}" for b in range(3)]
+    drive(lambda: statuses(redis_client, ids) == ["succeeded"] * 3, what="three batches")
+    assert sorted(len(c["body"]["instance_ids"]) for c in sim_calls(sim.url, "koophone")) == [30, 100, 100]
+
+
+def test_on_demand_apply_refuses_bad_input(vendor_app, redis_client):
+    with pytest.raises(ValueError, match="no profile 'ultra'"):
+        ops.koophone_apply(redis_client, worker_settings(), "ultra", ["a"])
+    with pytest.raises(ValueError, match="1 to 32 characters"):
+        ops.koophone_apply(redis_client, worker_settings(), "low", ["x" * 33])
+    with pytest.raises(ValueError):
+        ops.koophone_apply(redis_client, worker_settings(), "low", [])
+
+
+def test_cli_koophone_apply(sim, base_config, tmp_path, drive, redis_client, make_app):
+    make_app(**vendor_sections(sim.url))  # in-process workers use the same settings as the CLI
+    config = tmp_path / "cli.toml"
+    config.write_text(toml_dumps({**base_config, **vendor_sections(sim.url)}))
+    result = CliRunner().invoke(cli, ["koophone", "apply", "low", "cli-1", "cli-2"],
+                                env={"MEDIAHOOK_CONFIG": str(config), "REDIS_URL": None})
+    assert result.exit_code == 0, result.output
+    action_id = result.output.split()[-1]
+    assert action_id.startswith("koophone-manual-")
+    drive(lambda: statuses(redis_client, [action_id]) == ["succeeded"], what="the CLI's apply")
+    assert applied_rates(koophone_instance(sim.url, "cli-2")) == {LOW}
+
+    bad = CliRunner().invoke(cli, ["koophone", "apply", "nope", "cli-1"],
+                             env={"MEDIAHOOK_CONFIG": str(config), "REDIS_URL": None})
+    assert bad.exit_code != 0 and "no profile 'nope'" in bad.output
+
+
+def test_permanent_error_fails_the_apply_with_the_vendors_message(vendor_app, sim, drive, redis_client):
+    set_faults(sim.url, {"koophone": {"vendor_errors": [
+        {"times": 1, "code": "KOOPHONE.API.1002", "message": "instances are not in the same region"}]}})
+    [action_id] = ops.koophone_apply(redis_client, worker_settings(), "low", ["r1", "r2"])
+    drive(lambda: statuses(redis_client, [action_id]) == ["failed"], what="the apply to fail")
+    record = actions.record(redis_client, action_id)
+    assert record["attempts"] == 1
+    assert record["last_error"]["code"] == "KOOPHONE.API.1002"
+    assert record["last_error"]["message"] == "instances are not in the same region"
+    assert [a["id"] for a in ops.failed(redis_client)] == [action_id]
+    assert koophone_instance(sim.url, "r1") is None
