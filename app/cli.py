@@ -138,7 +138,7 @@ def replay(event_id: str) -> None:
     from workers import ops
 
     try:
-        job_id = ops.replay(_redis(), event_id)
+        job_id = ops.replay(_redis(), event_id, _settings())
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"queued {job_id}")

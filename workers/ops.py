@@ -48,7 +48,16 @@ def event_details(redis: Redis, event_id: str) -> dict[str, Any] | None:
     return doc
 
 
-def replay(redis: Redis, event_id: str) -> str:
+def _policy(s: Settings | None, kind: str):
+    """The retry policy of the vendor an action calls, for a requeue."""
+    if s is None:
+        return None
+    section = {"transcode": s.transcoder, "converter": s.flighthub, "koophone": s.koophone,
+               "live": s.metastudio_api}.get(kind.split(".", 1)[0])
+    return section.http if section else None
+
+
+def replay(redis: Redis, event_id: str, s: Settings | None = None) -> str:
     """Run the event's processing again. Safe: its actions are keyed for idempotency, and an
     action that failed for good is requeued. Returns the new job id."""
     if not redis.exists(EVENT_PREFIX + event_id):
@@ -59,7 +68,7 @@ def replay(redis: Redis, event_id: str) -> str:
                                                   description=f"replay event {event_id}")
     for action in actions.event_actions(redis, event_id):
         if action.get("status") == "failed":
-            actions.requeue(redis, action["id"])
+            actions.requeue(redis, action["id"], _policy(s, action.get("kind", "")))
     return job_id
 
 

@@ -83,7 +83,10 @@ def plan_upload(redis: Redis, cfg: Transcoder, videos: list[dict[str, Any]],
         except ValueError as exc:
             notes.append(str(exc))
             continue
-        for rung in rungs_for(cfg, video):
+        rungs = rungs_for(cfg, video)
+        if not rungs:
+            notes.append(f"video {video_id}: source height {source_height(video)} is below every rung of the ladder")
+        for rung in rungs:
             action_id = f"transcode-{video_id}-{rung}"
             actions.enqueue(redis, action_id, submit, kind="transcode.submit", event_id=event_id, policy=cfg.http,
                             params={"action_id": action_id, "video_id": video_id, "rung": rung, "origin_url": url,
@@ -174,7 +177,7 @@ def poll(action_id: str, video_id: str, rung: str, n: int) -> None:
         task = muducloud.get(cfg, task_id)
         out["result"] = {"task_id": task_id, "status": task.state, "progress": task.progress}
         if task.status == 2:
-            _set(redis, video_id, rung, state="success", progress=1.0, target_url=task.target_url or "")
+            _set(redis, video_id, rung, state="success", progress=1.0, target_url=task.target_url or "", error="")
         elif task.status == 4:
             _set(redis, video_id, rung, state="deleted")
         elif task.status == 3:
