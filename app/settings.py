@@ -8,6 +8,7 @@ its default), then overridden by the environment: ``REDIS_URL`` and the secrets 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ SECRET_ENV = {
     ("sources", "metastudio", "key"): "MEDIAHOOK_METASTUDIO_KEY",
     ("sources", "metastudio", "token"): "MEDIAHOOK_METASTUDIO_TOKEN",
     ("sources", "cdnetworks", "token"): "MEDIAHOOK_CDNETWORKS_TOKEN",
+    ("admin", "token"): "MEDIAHOOK_ADMIN_TOKEN",
 }
 
 
@@ -75,6 +77,10 @@ class Settings:
     flighthub: FlightHub | None = None
     koophone: KooPhone | None = None
     metastudio_api: MetaStudioApi | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    trusted_proxies: tuple[str, ...] = ()
+    log_format: str = "json"
+    log_level: str = "INFO"
     source_file: str | None = None
 
 
@@ -122,9 +128,32 @@ class SourcesSchema(_Strict):
 
 class RedisSchema(_Strict):
     url = fields.String(load_default="redis://127.0.0.1:6379/0", validate=validate.Regexp(
-        r"^(redis|rediss|unix)://", error="Must be a redis://, rediss:// or unix:// URL."))
+        r"^(redis|rediss|unix|redis\+sentinel)://",
+        error="Must be a redis://, rediss://, unix:// or redis+sentinel:// URL."))
     socket_timeout = fields.Float(load_default=2.0, validate=validate.Range(min=0.05, max=60))
     connect_timeout = fields.Float(load_default=1.0, validate=validate.Range(min=0.05, max=60))
+
+
+class AdminSchema(_Strict):
+    # Bearer token for /api/ and /rq; without one, both answer 401 (fail closed).
+    token = fields.String(load_default=None, validate=validate.Length(min=16))
+
+
+def _network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(f"Not an IP address or network: {value!r}.") from None
+
+
+class WebSchema(_Strict):
+    # Proxies (IPs or CIDRs) whose X-Forwarded-For/-Proto/-Host are believed; nobody else's.
+    trusted_proxies = fields.List(fields.String(validate=_network), load_default=list)
+
+
+class LoggingSchema(_Strict):
+    format = fields.String(load_default="json", validate=validate.OneOf(("json", "text")))
+    level = fields.String(load_default="INFO", validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR")))
 
 
 class SettingsSchema(_Strict):
@@ -140,6 +169,9 @@ class SettingsSchema(_Strict):
     flighthub = fields.Nested(FlightHubSchema, load_default=None)
     koophone = fields.Nested(KooPhoneSchema, load_default=None)
     metastudio = fields.Nested(MetaStudioApiSchema, load_default=None)
+    admin = fields.Nested(AdminSchema, load_default=lambda: AdminSchema().load({}))
+    web = fields.Nested(WebSchema, load_default=lambda: WebSchema().load({}))
+    logging = fields.Nested(LoggingSchema, load_default=lambda: LoggingSchema().load({}))
 
 
 def _apply_env(raw: dict, env: Mapping[str, str]) -> dict:
@@ -194,6 +226,10 @@ def build(raw: dict, env: Mapping[str, str] | None = None, source_file: str | No
         flighthub=data["flighthub"],
         koophone=data["koophone"],
         metastudio_api=data["metastudio"],
+        admin_token=data["admin"]["token"],
+        trusted_proxies=tuple(data["web"]["trusted_proxies"]),
+        log_format=data["logging"]["format"],
+        log_level=data["logging"]["level"],
         source_file=source_file,
     )
 
