@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from app import errors, health, spool
+from app import admin, errors, health, logs, metrics, proxies, spool
 from app import settings as settings_mod
 from app.batching import IngestBatcher
 from app.receive import make_view
@@ -29,6 +29,7 @@ class Runtime:
 
 def create_app(settings: Settings | None = None, *, start_drainer: bool = True, drain_interval: float = 1.0) -> Flask:
     settings = settings or settings_mod.load()
+    logs.configure(settings, "web")
     app = Flask(__name__, static_folder=None)
     # One byte over the limit: Werkzeug stops a chunked body at MAX_CONTENT_LENGTH without
     # raising, so read_body needs to see that extra byte to answer 413 instead of storing a cut body.
@@ -48,5 +49,8 @@ def create_app(settings: Settings | None = None, *, start_drainer: bool = True, 
             app.add_url_rule(f"/hooks/{name}/{endpoint.path}", view_func=make_view(source, endpoint, settings, ingest),
                              methods=["POST"])
     app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
+    metrics.init_app(app, settings)
+    proxies.init_app(app, settings)
     errors.register(app)
     return app
