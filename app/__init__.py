@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from app import admin, errors, health, logs, metrics, proxies, spool
+from app import admin, errors, health, logs, metrics, openapi, proxies, spool
 from app import settings as settings_mod
 from app.batching import IngestBatcher
 from app.receive import make_view
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, start_drainer: bool = True, 
                              methods=["POST"])
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
+    openapi.init_app(app)
     metrics.init_app(app, settings)
     proxies.init_app(app, settings)
     errors.register(app)

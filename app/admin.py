@@ -1,7 +1,209 @@
-"""The admin API under /api/ (bearer token from [admin] token). Filled in by issue 4."""
+"""The admin API under /api/: look at events, failures, live jobs and transcodes; replay, requeue,
+apply a KooPhone profile, start a live job.
+
+Every call needs ``Authorization: Bearer <[admin] token>``; with no token configured every /api/
+call is 401 (fail closed). Each operation is the same ``workers.ops`` function the CLI runs, so
+the two cannot drift apart. Client mistakes are 400/404/409/413/415 JSON, never a 500.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import hashlib
+import hmac
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from marshmallow import Schema, ValidationError
+from redis import Redis, RedisError
+
+from app import api_schemas as s
+from app.fields import flatten_errors
+from app.receive import Unsupported, decode_body, error_response, json_response, read_body
+from app.settings import Settings
+
+
+def _ops():
+    """workers.ops, imported on first use: importing it at module level would close an import
+    cycle (app/__init__ -> admin -> workers.ops -> workers.actions -> app.redact -> app/__init__)."""
+    from workers import ops
+
+    return ops
+
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
+
+# Built once: loading and dumping use these instances.
+EVENTS_QUERY, FAILED_QUERY, TRANSCODES_QUERY = s.EventsQuery(), s.FailedQuery(), s.TranscodesQuery()
+REQUEUE, KOOPHONE_APPLY, LIVE_START = s.RequeueRequest(), s.KooPhoneApplyRequest(), s.LiveStartRequest()
+EVENT_PAGE, EVENT_DETAIL, FAILED_LIST, LIVE_JOB = s.EventPage(), s.EventDetail(), s.FailedList(), s.LiveJob()
+
+
+class _BadBody(Exception):
+    """A request body that is not a JSON object: 415 (not JSON at all) or 400."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _runtime() -> tuple[Redis, Settings]:
+    runtime = current_app.extensions["mediahook"]
+    return runtime.store.redis, runtime.settings
+
+
+def token_ok(header: str | None, expected: str | None) -> bool:
+    """A ``Bearer`` header carrying the configured token. Compares digests, so the time taken
+    tells nothing about the token, not even its length; fails closed without one."""
+    if not expected or not header:
+        return False
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return False
+    digest = hashlib.sha256
+    return hmac.compare_digest(digest(given.strip().encode("utf-8", "surrogateescape")).digest(),
+                               digest(expected.encode("utf-8")).digest())
+
+
+@bp.before_app_request
+def _authenticate() -> Response | None:
+    # An app-wide hook, so unknown paths and wrong methods under /api/ are 401 too: without
+    # the token, nothing about the API is revealed.
+    if request.path != "/api" and not request.path.startswith("/api/"):
+        return None
+    if token_ok(request.headers.get("Authorization"), _runtime()[1].admin_token):
+        return None
+    response = error_response(401, "unauthorized")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="mediahook admin"'
+    return response
+
+
+@bp.errorhandler(ValidationError)
+def _invalid(exc: ValidationError) -> Response:
+    message = "invalid query" if request.method == "GET" else "invalid payload"
+    return error_response(400, message, errors=flatten_errors(exc.normalized_messages()))
+
+
+@bp.errorhandler(_BadBody)
+def _bad_body(exc: _BadBody) -> Response:
+    return exc.response
+
+
+@bp.errorhandler(RedisError)
+def _redis_down(exc: RedisError) -> Response:
+    current_app.logger.warning("admin API: Redis unavailable (%s)", exc.__class__.__name__)
+    return error_response(503, "Redis is unavailable; retry later")
+
+
+def _query(schema: Schema) -> dict[str, Any]:
+    return schema.load(request.args.to_dict())
+
+
+def _body(schema: Schema) -> dict[str, Any]:
+    body = read_body(request, _runtime()[1].max_body_bytes)
+    try:
+        payload = decode_body(body, accept_base64=False)
+    except Unsupported as exc:
+        raise _BadBody(error_response(415, str(exc))) from None
+    if not isinstance(payload, dict):
+        raise _BadBody(error_response(400, "invalid payload", errors={"_body": ["Must be a JSON object."]}))
+    return schema.load(payload)
+
+
+# --- events ---------------------------------------------------------------------------------
+
+@bp.get("/events")
+def list_events() -> Response:
+    q = _query(EVENTS_QUERY)
+    redis, _ = _runtime()
+    events, position = _ops().list_events(
+        redis, before=q.pop("cursor", None), since=q.pop("since", None), until=q.pop("until", None),
+        limit=q.pop("limit"), **q)
+    return json_response(200, EVENT_PAGE.dump({"events": events, "next_cursor": position}))
+
+
+@bp.get("/events/<event_id>")
+def show_event(event_id: str) -> Response:
+    doc = _ops().event_details(_runtime()[0], event_id)
+    if doc is None:
+        return error_response(404, f"no event {event_id} (unknown, or past its retention)")
+    return json_response(200, EVENT_DETAIL.dump(doc))
+
+
+@bp.post("/events/<event_id>/replay")
+def replay_event(event_id: str) -> Response:
+    redis, settings = _runtime()
+    try:
+        job_id = _ops().replay(redis, event_id, settings)
+    except LookupError as exc:
+        return error_response(404, str(exc))
+    return json_response(202, s.ReplayAccepted().dump({"event_id": event_id, "job_id": job_id}))
+
+
+# --- failures -------------------------------------------------------------------------------
+
+@bp.get("/failed")
+def list_failed() -> Response:
+    q = _query(FAILED_QUERY)
+    limit = q.pop("limit")
+    items = _ops().failed_items(_runtime()[0], **q)
+    return json_response(200, FAILED_LIST.dump({"items": items[:limit], "total": len(items)}))
+
+
+@bp.post("/failed/requeue")
+def requeue_failed() -> Response:
+    data = _body(REQUEUE)
+    redis, settings = _runtime()
+    if "id" in data:
+        items = _ops().failed_items(redis, ids=[data["id"]])
+        if not items:
+            return error_response(404, f"no failed action or event job {data['id']}")
+    else:
+        items = _ops().failed_items(redis, **data.get("filter", {}))
+    return json_response(200, s.RequeueResult().dump(_ops().requeue_failed(redis, settings, items)))
+
+
+# --- live jobs, transcodes ------------------------------------------------------------------
+
+@bp.get("/live/jobs/<job_id>")
+def show_live_job(job_id: str) -> Response:
+    redis, settings = _runtime()
+    doc = _ops().live_job(redis, settings, job_id)
+    if doc is None:
+        return error_response(404, f"nothing known of live job {job_id}")
+    return json_response(200, LIVE_JOB.dump(doc))
+
+
+@bp.post("/live/jobs")
+def start_live_job() -> Response:
+    data = _body(LIVE_START)
+    redis, settings = _runtime()
+    try:
+        action_id = _ops().live_start(redis, settings, data["room_id"], data["output_url"], data["stream_key"])
+    except ValueError as exc:  # what the configuration lacks (no [metastudio], no public_base_url)
+        return error_response(409, str(exc))
+    return json_response(202, s.ActionQueued().dump({"action_id": action_id}))
+
+
+@bp.get("/transcodes")
+def list_transcodes() -> Response:
+    video_id = _query(TRANSCODES_QUERY)["video_id"]
+    rungs = _ops().transcodes(_runtime()[0], video_id)
+    if not rungs:
+        return error_response(404, f"no transcodes for video {video_id}")
+    return json_response(200, s.Transcodes().dump({"video_id": video_id, "rungs": rungs}))
+
+
+# --- KooPhone -------------------------------------------------------------------------------
+
+@bp.post("/koophone/apply")
+def koophone_apply() -> Response:
+    data = _body(KOOPHONE_APPLY)
+    redis, settings = _runtime()
+    if settings.koophone is None:
+        return error_response(409, "[koophone] is not configured")
+    if data["profile"] not in settings.koophone.profiles:
+        raise ValidationError(f"No such profile; known: {sorted(settings.koophone.profiles)}.", "profile")
+    try:
+        action_ids = _ops().koophone_apply(redis, settings, data["profile"], data["instance_ids"])
+    except ValueError as exc:  # ops' own checks of the input, should they ever go beyond the schema's
+        return error_response(400, "invalid payload", errors={"_body": [str(exc)]})
+    return json_response(202, s.ActionsQueued().dump({"action_ids": action_ids}))

@@ -53,27 +53,85 @@ def check_config() -> None:
     click.echo(f"  cdnetworks: {'token set' if s.cdnetworks else 'not configured (refuses callbacks)'}")
 
 
+# RQ finds a crashed worker's abandoned jobs (and takes over its scheduler) only in its
+# maintenance pass, every 10 minutes by default: every 30 s here, so a killed action resumes
+# within about a minute and a half (RQ adds a fixed 60 s to a job's heartbeat lifetime).
+WORKER_MAINTENANCE_INTERVAL = 30
+WORKER_JOB_MONITORING_INTERVAL = 10
+
+
+def _wait_for_redis(redis, log, max_delay: float = 30.0) -> None:
+    """Block until Redis answers. A worker started while there is no Redis (or, with Sentinel,
+    no master yet) waits here instead of exiting: under systemd, exits in a loop would use up
+    the unit's start limit during a long outage and leave it stopped for good."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    delay = 1.0
+    while True:
+        try:
+            redis.ping()
+            return
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("Redis not reachable (%s: %s); trying again in %.0f s", exc.__class__.__name__, exc, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
 @main.command()
 @click.option("--worker-class", default="rq.Worker", show_default=True,
               help="rq.Worker forks a work horse per job (isolation, hard timeouts); rq.worker.SimpleWorker "
                    "runs jobs in-process (faster; see docs/benchmarks.md).")
 def worker(worker_class: str) -> None:
-    """An RQ worker, with the scheduler, on mediahook's queues (what the Procfile runs)."""
-    from rq.cli import main as rq_main
+    """An RQ worker, with the scheduler, on mediahook's queues (what the Procfile runs).
 
+    It connects the way every other part does (app.store.connect), so a redis+sentinel:// URL
+    makes it follow the master. SIGTERM is a warm shutdown: the current job finishes first.
+    Exits 1 when RQ gives up by itself (Redis lost outside its wait on the queue, e.g. in the
+    middle of a job during a failover): the supervisor (systemd Restart=always) starts a fresh
+    one, which waits for Redis, and RQ retries the interrupted job.
+    """
+    import logging
+
+    from redis.exceptions import RedisError
+    from rq.utils import import_attribute
+    from rq.worker import BaseWorker
+
+    from app import logs
+    from app.store import connect
     from workers import context, preload
 
     s = _settings()
+    logs.configure(s, "worker")
+    log = logging.getLogger("mediahook.worker")
+    try:
+        worker_cls = import_attribute(worker_class)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise click.BadParameter(f"cannot import {worker_class}: {exc}", param_hint="--worker-class") from None
+    if not (isinstance(worker_cls, type) and issubclass(worker_cls, BaseWorker)):
+        raise click.BadParameter(f"{worker_class} is not an RQ worker class", param_hint="--worker-class")
     # Import every job module and build the settings once, here: RQ forks a work horse per job,
     # and a horse that had to import Flask, Marshmallow and requests itself would spend ~100 ms
     # on every job doing so.
     preload.modules()
     context.configure(s)
-    # RQ finds a crashed worker's abandoned jobs (and takes over its scheduler) only in its
-    # maintenance pass, every 10 minutes by default: every 30 s here, so a killed action resumes
-    # within about a minute and a half (RQ adds a fixed 60 s to a job's heartbeat lifetime).
-    rq_main(["worker", "--with-scheduler", "--worker-class", worker_class, "--maintenance-interval", "30",
-             "--job-monitoring-interval", "10", "--url", s.redis_url, *QUEUES], prog_name="rq")
+    try:
+        redis = connect(s)
+    except ConfigError as exc:  # a redis+sentinel:// URL that does not parse
+        raise click.ClickException(str(exc)) from None
+    _wait_for_redis(redis, log)
+    rq_worker = worker_cls(list(QUEUES), connection=redis, maintenance_interval=WORKER_MAINTENANCE_INTERVAL,
+                           job_monitoring_interval=WORKER_JOB_MONITORING_INTERVAL)
+    try:
+        rq_worker.work(with_scheduler=True, logging_level=s.log_level)
+    except RedisError as exc:  # raised by RQ's own clean-up after it gave up
+        log.error("worker stopped, Redis lost (%s: %s); exiting 1", exc.__class__.__name__, exc)
+        sys.exit(1)
+    # RQ's work() returns both on a requested (warm or cold) shutdown and when it gave up on an
+    # error; only the latter should look like a failure to the supervisor.
+    if getattr(rq_worker, "_shutdown_requested_date", None) is None:
+        log.error("worker stopped without a shutdown request (see above); exiting 1")
+        sys.exit(1)
 
 
 @main.command()

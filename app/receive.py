@@ -35,6 +35,11 @@ _KEPT_ENVIRON = tuple(
 )
 _STD_ALPHABET = bytes.maketrans(b"-_", b"+/")
 
+# Issue 4 (metrics, access log): deliver() notes (event id, type label, outcome) in the WSGI
+# environ under this key; app.metrics' wrapper counts it, the access log shows the id. Types we do
+# not handle are noted as "other" (free-form strings must not become label values).
+CALLBACK_KEY = "mediahook.callback"
+
 
 def json_response(status: int, doc: dict[str, Any]) -> Response:
     return Response(json.dumps(doc, separators=(",", ":")), status=status, mimetype="application/json")
@@ -118,15 +123,17 @@ def make_view(source: ModuleType, endpoint: Endpoint, settings: Settings, ingest
             remote_addr=request.remote_addr or "",
             dedup=dedup_digest(source.NAME, endpoint.path, body),
         )
-        return deliver(event, ingest, settings.spool_dir)
+        return deliver(event, ingest, settings.spool_dir, request.environ)
 
     view.__name__ = f"hook_{source.NAME}_{endpoint.path.replace('-', '_')}"
     return view
 
 
-def deliver(event: Event, ingest: Ingest, spool_dir: str) -> Response:
-    """Record and queue the event, or spool it; answer 2xx only once it is safely kept."""
+def deliver(event: Event, ingest: Ingest, spool_dir: str, environ: dict | None = None) -> Response:
+    """Record and queue the event, or spool it; answer 2xx only once it is safely kept.
+    ``environ`` (the request's) gets the outcome noted under CALLBACK_KEY."""
     answer: dict[str, Any] = {"code": 0, "message": "OK"}
+    outcome = "accepted"
     try:
         created, event_id = ingest(event)
     except RedisError as exc:
@@ -134,13 +141,24 @@ def deliver(event: Event, ingest: Ingest, spool_dir: str) -> Response:
             spool.write(spool_dir, event)
         except OSError as spool_exc:
             log.error("event %s LOST for this delivery: Redis (%s) and spool (%s) both failed; answered 503",
-                      event.id, exc.__class__.__name__, spool_exc)
+                      event.id, exc.__class__.__name__, spool_exc, extra={"event_id": event.id})
+            _note(environ, event.id, event, "unavailable")
             return error_response(503, "temporarily unable to store the event; retry later")
-        log.warning("event %s spooled: Redis unavailable (%s)", event.id, exc.__class__.__name__)
-        created, event_id = True, event.id
+        log.warning("event %s spooled: Redis unavailable (%s)", event.id, exc.__class__.__name__,
+                    extra={"event_id": event.id})
+        created, event_id, outcome = True, event.id, "spooled"
     answer["event_id"] = event_id
     if not created:
         answer["duplicate"] = True
+        outcome = "duplicate"
     elif event.status == "ignored":
         answer["ignored"] = True
+        outcome = "ignored" if outcome == "accepted" else outcome
+    _note(environ, event_id, event, outcome)
     return json_response(200, answer)
+
+
+def _note(environ: dict | None, event_id: str, event: Event, outcome: str) -> None:
+    """Issue 4: what became of the callback, for app.metrics' counter and the access log."""
+    if environ is not None:
+        environ[CALLBACK_KEY] = (event_id, event.type if event.status == "queued" else "other", outcome)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from app.fields import flatten_errors
 from app.vendor_settings import (
@@ -132,6 +132,16 @@ class RedisSchema(_Strict):
         error="Must be a redis://, rediss://, unix:// or redis+sentinel:// URL."))
     socket_timeout = fields.Float(load_default=2.0, validate=validate.Range(min=0.05, max=60))
     connect_timeout = fields.Float(load_default=1.0, validate=validate.Range(min=0.05, max=60))
+
+    @validates("url")
+    def _sentinel_form(self, value: str, **_: Any) -> None:
+        if value.startswith("redis+sentinel://"):
+            from app.store import parse_sentinel_url  # app.store imports this module
+
+            try:
+                parse_sentinel_url(value)
+            except ConfigError as exc:
+                raise ValidationError(str(exc).removeprefix("redis.url: ")) from None
 
 
 class AdminSchema(_Strict):

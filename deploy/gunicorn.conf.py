@@ -5,7 +5,20 @@ Every value can be overridden on the command line or by the environment variable
 
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
+
+from gunicorn.glogging import Logger
+
+# Metrics (app/metrics.py): every worker counts callbacks in files under PROMETHEUS_MULTIPROC_DIR
+# and /metrics sums them, so one scrape reports the whole host. prometheus_client reads the
+# variable when it is first imported, so it is set here, before anything imports the app. Without
+# one from the environment, a folder per master process under the temp dir (removed on exit).
+# Either way its files are wiped on start: counts left by an earlier run would be added in.
+# It is this gunicorn's alone: the RQ workers keep their counts in Redis, not here.
+DEFAULT_METRICS_DIR = os.path.join(tempfile.gettempdir(), f"mediahook-metrics-{os.getpid()}")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", DEFAULT_METRICS_DIR)
 
 bind = os.environ.get("MEDIAHOOK_BIND", "127.0.0.1:8000")
 
@@ -31,13 +44,55 @@ limit_request_field_size = 8190
 # the Redis connections and the drainer thread would be shared across forks.
 preload_app = False
 
+# Logs: gunicorn's own lines and the access log in mediahook's format ([logging] format: JSON
+# lines by default), see MediahookLogger below. The access log is off unless MEDIAHOOK_ACCESS_LOG
+# names a file or "-" (stdout): it costs a log line per callback.
 accesslog = os.environ.get("MEDIAHOOK_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("MEDIAHOOK_LOG_LEVEL", "info")
 
 
+class MediahookLogger(Logger):
+    """gunicorn's error and access logs through app.logs' formatter. The access line is built
+    from the request's parts, never from the raw request line: the query string keeps its
+    parameter names but not the values of secret ones (token, hwSecret)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        from app import logs
+        from app.settings import ConfigError, load
+
+        try:
+            settings = load()
+        except (ConfigError, OSError):  # on_starting reports it and stops; log in the defaults until then
+            from app.settings import build
+
+            settings = build({}, env={})
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                if getattr(handler, "_gunicorn", False):
+                    handler.setFormatter(logs.formatter(settings, "web"))
+
+    def access(self, resp, req, environ, request_time):
+        if not self.access_log_enabled:
+            return
+        from app import logs
+
+        try:
+            fields = logs.access_fields(environ, str(getattr(resp, "status", "")).split(None, 1)[0],
+                                        getattr(resp, "sent", None), request_time.total_seconds())
+            self.access_log.info("%s %s %s %sms", fields["method"], fields["path"], fields["status"],
+                                 fields["duration_ms"], extra=fields)
+        except Exception:
+            self.exception("access log line failed")
+
+
+logger_class = MediahookLogger
+
+
 def on_starting(server):
-    """Refuse to start on a bad config, with the message that names the key."""
+    """Refuse to start on a bad config, with the message that names the key; prepare the
+    metrics folder."""
     from app.settings import ConfigError, load
 
     try:
@@ -45,6 +100,24 @@ def on_starting(server):
     except ConfigError as exc:
         print(f"mediahook: {exc}", file=sys.stderr)
         sys.exit(2)
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(path, name))
+    server.log.info("metrics: PROMETHEUS_MULTIPROC_DIR=%s", path)
+
+
+def child_exit(server, worker):
+    """A worker's counters stay (they are totals); its live gauges, if any, go."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == DEFAULT_METRICS_DIR:
+        shutil.rmtree(DEFAULT_METRICS_DIR, ignore_errors=True)
 
 
 # gunicorn 27's runtime control socket defaults to one path per user: several gunicorns on a

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -169,11 +170,12 @@ def gunicorn_server(write_config: Callable[..., Path], tmp_path: Path) -> Iterat
 
     yield start
     for proc in procs:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: tests need no graceful drain
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 # --- the worker side against the simulators ---------------------------------------------------

@@ -27,6 +27,7 @@ from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
+from app import logs, metrics
 from app.redact import redact
 from app.vendor_settings import HttpPolicy
 from workers.clients.http import VendorError
@@ -148,29 +149,39 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
     The body may put a JSON-able result into the yielded dict (``out["result"] = ...``).
     """
     job = get_current_job()
-    redis.hincrby(ACTION_PREFIX + action_id, "attempts", 1)
-    _update(redis, action_id, status="running")
-    out: dict[str, Any] = {}
-    try:
-        yield out
-    except Skip as reason:
-        _update(redis, action_id, status="skipped", result={"skipped": str(reason)})
-        return
-    except VendorError as exc:
-        _fail(redis, job, action_id, exc.to_dict(), transient=exc.transient, retry_after=exc.retry_after)
-        raise
-    except Exception as exc:
-        # A bug or an unexpected reply: retried like a transient error, with the trace kept.
-        error = {"vendor": None, "code": exc.__class__.__name__, "message": str(exc)[:500], "transient": True,
-                 "trace": traceback.format_exc(limit=5)[-2000:]}
-        _fail(redis, job, action_id, error, transient=True, retry_after=None)
-        raise
-    _update(redis, action_id, status="succeeded", result=out.get("result", {}))
-    redis.zrem(FAILED_INDEX, action_id)
+    # Issue 4: the kind and event id are read with the attempt count and the "running" mark, in one
+    # round trip (the metrics' labels and the log lines' ids; the metrics write adds one at the end).
+    pipe = redis.pipeline()
+    pipe.hincrby(ACTION_PREFIX + action_id, "attempts", 1)
+    pipe.hset(ACTION_PREFIX + action_id, mapping={"status": "running", "updated_at": _now()})
+    pipe.hmget(ACTION_PREFIX + action_id, "kind", "event_id")
+    kind, event_id = (v.decode() if v else None for v in pipe.execute()[-1])
+    with logs.context(event_id=event_id, action_id=action_id):
+        out: dict[str, Any] = {}
+        try:
+            yield out
+        except Skip as reason:
+            _update(redis, action_id, status="skipped", result={"skipped": str(reason)})
+            metrics.count_action(redis, kind, "skipped")
+            return
+        except VendorError as exc:
+            _fail(redis, job, action_id, exc.to_dict(), transient=exc.transient, retry_after=exc.retry_after,
+                  kind=kind, reason=metrics.retry_reason(exc))
+            raise
+        except Exception as exc:
+            # A bug or an unexpected reply: retried like a transient error, with the trace kept.
+            error = {"vendor": None, "code": exc.__class__.__name__, "message": str(exc)[:500], "transient": True,
+                     "trace": traceback.format_exc(limit=5)[-2000:]}
+            _fail(redis, job, action_id, error, transient=True, retry_after=None, kind=kind,
+                  reason=metrics.retry_reason(exc))
+            raise
+        _update(redis, action_id, status="succeeded", result=out.get("result", {}))
+        redis.zrem(FAILED_INDEX, action_id)
+        metrics.count_action(redis, kind, "succeeded")
 
 
 def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transient: bool,
-          retry_after: float | None) -> None:
+          retry_after: float | None, kind: str | None = None, reason: str | None = None) -> None:
     will_retry = bool(transient and job is not None and job.retries_left and job.retries_left > 0)
     if job is not None and not transient:
         job.retries_left = 0  # permanent: RQ must not retry it
@@ -185,6 +196,8 @@ def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transie
     _update(redis, action_id, status="retrying" if will_retry else "failed", last_error=error)
     if not will_retry:
         redis.zadd(FAILED_INDEX, {action_id: time.time()})
+    metrics.count_action(redis, kind, "retrying" if will_retry else "failed",  # issue 4
+                         retry_reason=reason if will_retry else None)
     log.warning("action %s %s: %s", action_id, "will retry" if will_retry else "FAILED", error.get("message"))
 
 

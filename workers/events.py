@@ -16,6 +16,7 @@ from typing import Any
 from redis import Redis
 from rq import get_current_job
 
+from app import logs
 from app.receive import decode_body
 from app.settings import Settings
 from app.sources import SOURCES
@@ -37,6 +38,11 @@ def _parse(record: dict[bytes, bytes]) -> Parsed:
 
 def process_event(event_id: str) -> str:
     """Decide and queue the event's actions; mark it processed. Returns its final status."""
+    with logs.context(event_id=event_id):  # issue 4: every log line of this job names the event
+        return _process(event_id)
+
+
+def _process(event_id: str) -> str:
     job = get_current_job()
     redis = job.connection
     key = EVENT_PREFIX + event_id

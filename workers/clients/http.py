@@ -14,8 +14,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+from rq import get_current_job
 from urllib3.exceptions import NewConnectionError
 
+from app import metrics
 from app.vendor_settings import HttpPolicy
 
 _session: requests.Session | None = None
@@ -79,16 +81,20 @@ def send(vendor: str, policy: HttpPolicy, method: str, url: str, *, headers: dic
          json: Any = None, params: dict[str, Any] | None = None) -> Reply:
     """One HTTP call. Network failures and 429/5xx raise transient VendorErrors; any other
     answer is returned for the vendor's client to read its own error shape from."""
+    started = time.perf_counter()  # issue 4: each call's latency and result go to the metrics
     try:
         r = session().request(method, url, headers=headers, json=json, params=params,
                               timeout=(policy.connect_timeout, policy.read_timeout))
     except requests.Timeout as exc:
+        _observe(vendor, started, "timeout")
         raise VendorError(vendor, f"timed out ({method} {_path(url)})", transient=True,
                           maybe_done=not isinstance(exc, requests.ConnectTimeout)) from None
     except requests.RequestException as exc:
+        _observe(vendor, started, "connection_error")
         reason = getattr(exc.args[0] if exc.args else None, "reason", None)
         raise VendorError(vendor, f"connection failed ({exc.__class__.__name__}, {method} {_path(url)})",
                           transient=True, maybe_done=not isinstance(reason, NewConnectionError)) from None
+    _observe(vendor, started, "429" if r.status_code == 429 else f"{r.status_code // 100}xx")
     try:
         body = r.json() if r.content else None
     except ValueError:
@@ -100,6 +106,13 @@ def send(vendor: str, policy: HttpPolicy, method: str, url: str, *, headers: dic
     if r.status_code >= 500 and not isinstance(body, dict):
         raise VendorError(vendor, f"HTTP {r.status_code}", transient=True, status=r.status_code)
     return Reply(r.status_code, body, retry_after)
+
+
+def _observe(vendor: str, started: float, result: str) -> None:
+    """Issue 4: count the call in Redis (see app.metrics), when it is made by a job."""
+    job = get_current_job()
+    if job is not None:
+        metrics.observe_vendor_call(job.connection, vendor, time.perf_counter() - started, result)
 
 
 def _path(url: str) -> str:

@@ -1,0 +1,278 @@
+"""The OpenAPI 3 document of the whole HTTP surface, generated with apispec from the Marshmallow
+schemas the service itself loads and dumps with (app/sources/* for the hooks, app/api_schemas.py
+for the admin API), and served at /openapi.json without authentication.
+
+tests/test_openapi.py checks every route of the app is documented here and runs schemathesis
+against the app with this document.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask, Response
+from marshmallow import fields
+
+from app import api_schemas as s
+from app.fields import JSONString, Numeric, Text
+from app.sources import cdnetworks, metastudio
+
+TITLE = "mediahook"
+VERSION = "1"
+OPENAPI_VERSION = "3.0.3"
+
+_INTEGER_TEXT = r"^\s*[+-]?[0-9]+\s*$"
+_DECIMAL_TEXT = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+
+
+def _vendor_fields(self: Any, field: fields.Field, **_: Any) -> dict[str, Any]:
+    """How app/fields.py's vendor-quirk fields look on the wire."""
+    if isinstance(field, Numeric):
+        if field.decimals:
+            return {"oneOf": [{"type": "number"}, {"type": "string", "pattern": _DECIMAL_TEXT}]}
+        return {"oneOf": [{"type": "integer"}, {"type": "string", "pattern": _INTEGER_TEXT}]}
+    if isinstance(field, Text):
+        return {"oneOf": [{"type": "string"}, {"type": "number"}]}
+    if isinstance(field, JSONString):
+        name = type(field.schema).__name__
+        return {"type": "string", "description": f"JSON text of a {name} object (components/schemas/{name})"}
+    return {}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": "Error"}}}
+
+
+ERRORS = {
+    "BadRequest": _error("Valid JSON (or a query) that breaks the schema; `errors` maps each field path to "
+                         "its messages, e.g. `message.job_id` or `instance_ids.0`."),
+    "Unauthorized": _error("Authentication failed, with no hint which part. For /api/: no or wrong bearer "
+                           "token, or no `[admin] token` configured at all (fail closed)."),
+    "NotFound": _error("No such id (or past its retention), or no such path."),
+    "MethodNotAllowed": {**_error("Wrong method for the path; `Allow` lists the right ones."),
+                         "headers": {"Allow": {"schema": {"type": "string"}}}},
+    "Conflict": _error("The configuration lacks what the operation needs (e.g. no `[koophone]` or "
+                       "`[metastudio]` section, no `public_base_url`)."),
+    "PayloadTooLarge": _error("Body over `max_body_bytes` (by Content-Length before reading, and while "
+                              "reading chunked bodies)."),
+    "UnsupportedMediaType": _error("A body that does not decode: not JSON (nor, for CDNetworks, URL-safe "
+                                   "Base64 of JSON), whatever its Content-Type says."),
+    "Unavailable": _error("Redis (and, for hooks, the disk spool too) failed: nothing was done; retry."),
+}
+
+SECURITY_SCHEMES = {
+    "adminBearer": {"type": "http", "scheme": "bearer",
+                    "description": "`[admin] token` (or MEDIAHOOK_ADMIN_TOKEN). Without one configured, every "
+                                   "/api/ call is 401."},
+    "cdnetworksToken": {"type": "apiKey", "in": "query", "name": "token",
+                        "description": "`[sources.cdnetworks] token`, in the callback URL."},
+    "metastudioToken": {"type": "apiKey", "in": "query", "name": "token",
+                        "description": "auth_type NONE: `[sources.metastudio] token`, in the callback URL."},
+    "metastudioSecret": {"type": "apiKey", "in": "query", "name": "hwSecret",
+                         "description": "auth_type MSS_A: lowercase hex HMAC-SHA256(key, URI + hwTime), URI = "
+                                        "host + path + query without hwSecret/hwTime, sorted by name."},
+    "metastudioTime": {"type": "apiKey", "in": "query", "name": "hwTime",
+                       "description": "auth_type MSS_A: Unix seconds, lowercase hex; within tolerance_seconds."},
+    "metastudioHeadSecret": {"type": "apiKey", "in": "header", "name": "x-hw-mss-secret",
+                             "description": "auth_type MSS_A_HEAD: as hwSecret, in a header."},
+    "metastudioHeadTime": {"type": "apiKey", "in": "header", "name": "x-hw-mss-time",
+                           "description": "auth_type MSS_A_HEAD: as hwTime, in a header."},
+}
+
+ADMIN = [{"adminBearer": []}]
+NO_AUTH: list[dict] = []
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _json(schema: Any, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(summary: str, responses: dict[Any, Any], *, security: list[dict] = ADMIN, tag: str = "admin",
+        body: Any = None, params: list[dict] | None = None, description: str | None = None) -> dict[str, Any]:
+    answers = {str(code): _ref(r) if isinstance(r, str) else r for code, r in responses.items()}
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "security": security, "responses": answers}
+    if description:
+        op["description"] = description
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "minLength": 1}}
+
+
+def _query(schema: type) -> list[dict[str, Any]]:
+    return [{"in": "query", "schema": schema}]
+
+
+ADMIN_ERRORS = {401: "Unauthorized", 503: "Unavailable"}
+BODY_ERRORS = {400: "BadRequest", 413: "PayloadTooLarge", 415: "UnsupportedMediaType"}
+HOOK_ERRORS = {**BODY_ERRORS, 401: "Unauthorized", 503: "Unavailable"}
+HOOK_OK = {200: _json("HookAccepted", "Stored and queued, or stored as a duplicate or as ignored: a 2xx "
+                                      "always means the event is kept and will be processed.")}
+
+
+def _hook_paths() -> dict[str, dict[str, Any]]:
+    ms_security = [{"metastudioSecret": [], "metastudioTime": []},
+                   {"metastudioHeadSecret": [], "metastudioHeadTime": []}, {"metastudioToken": []}]
+    cdn_body = {"anyOf": [{"$ref": "#/components/schemas/TranscodeCallback"},
+                          {"$ref": "#/components/schemas/TranscodeCallbackEnvelope"}]}
+
+    def cdn(summary: str, schema: Any) -> dict[str, Any]:
+        op = _op(summary, {**HOOK_OK, **HOOK_ERRORS}, security=[{"cdnetworksToken": []}], tag="hooks", body=schema)
+        op["requestBody"]["content"]["text/plain"] = {
+            "schema": {"type": "string", "description": "URL-safe (or standard) Base64 of the JSON body"}}
+        return op
+
+    return {
+        f"/hooks/metastudio/{metastudio.LIVE_EVENTS_PATH}": {"post": _op(
+            "MetaStudio live event", {**HOOK_OK, **HOOK_ERRORS}, security=ms_security, tag="hooks",
+            body={"anyOf": [{"$ref": f"#/components/schemas/{name}"} for name in _LIVE_EVENTS.values()]},
+            description="SHOOT_SCRIPT_SWITCH, RTMP_STREAM_STATE_CHANGE, REPLY_COMMAND_FINISH; `message` is a JSON "
+                        "object sent as a string. Another well-formed `event_type` is stored as ignored (200).")},
+        "/hooks/cdnetworks/vod-upload": {"post": cdn("CDNetworks Cloud VoD upload callback", "UploadCallback")},
+        "/hooks/cdnetworks/vod-transcode": {"post": cdn("CDNetworks Cloud VoD transcoding callback "
+                                                        "(bare or in the upload callback's envelope)", cdn_body)},
+    }
+
+
+def _service_paths() -> dict[str, dict[str, Any]]:
+    return {
+        "/healthz": {"get": _op("The process is up (for load balancers)", {200: _json("Health", "Up")},
+                                security=NO_AUTH, tag="service")},
+        "/readyz": {"get": _op("Redis answers", {200: _json("Ready", "Ready"),
+                                                 503: _json("Ready", "Redis is unreachable (the spool keeps "
+                                                                     "taking callbacks)")},
+                               security=NO_AUTH, tag="service")},
+        "/metrics": {"get": _op("Prometheus metrics", {200: {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}}}}, security=NO_AUTH, tag="service")},
+        "/openapi.json": {"get": _op("This document", {200: {
+            "description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}},
+            security=NO_AUTH, tag="service")},
+    }
+
+
+def _admin_paths() -> dict[str, dict[str, Any]]:
+    event_id = _path_param("event_id", "an event id, as a hook answered it")
+    return {
+        "/api/events": {"get": _op(
+            "Events, newest first", {200: _json("EventPage", "A page"), 400: "BadRequest", **ADMIN_ERRORS},
+            params=_query(s.EventsQuery),
+            description="Filters combine (AND). Pages follow `next_cursor`, a stable place in the order "
+                        "(received time, then id): events that arrive meanwhile never shift a page.")},
+        "/api/events/{event_id}": {"get": _op(
+            "An event with its job, actions (attempts, vendor replies and errors) and transcodes; secrets "
+            "masked", {200: _json("EventDetail", "The event"), 404: "NotFound", **ADMIN_ERRORS},
+            params=[event_id])},
+        "/api/events/{event_id}/replay": {"post": _op(
+            "Process an event again (safe: actions are idempotent; failed ones are requeued)",
+            {202: _json("ReplayAccepted", "Queued"), 404: "NotFound", **ADMIN_ERRORS}, params=[event_id])},
+        "/api/failed": {"get": _op(
+            "Actions that failed for good and event jobs out of retries, newest first, with their events",
+            {200: _json("FailedList", "Failures"), 400: "BadRequest", **ADMIN_ERRORS},
+            params=_query(s.FailedQuery))},
+        "/api/failed/requeue": {"post": _op(
+            "Run failed actions or event jobs again: one (`id`), a `filter`, or `all`",
+            {200: _json("RequeueResult", "What was requeued, and what could not be"), 404: "NotFound",
+             **BODY_ERRORS, **ADMIN_ERRORS}, body="RequeueRequest")},
+        "/api/live/jobs": {"post": _op(
+            "Start a MetaStudio live job whose callbacks come back here (queued, retried only where safe)",
+            {202: _json("ActionQueued", "Queued: see its action"), 409: "Conflict", **BODY_ERRORS,
+             **ADMIN_ERRORS}, body="LiveStartRequest")},
+        "/api/live/jobs/{job_id}": {"get": _op(
+            "A live job: script timeline, its room's stream states, converter state",
+            {200: _json("LiveJob", "The job"), 404: "NotFound", **ADMIN_ERRORS},
+            params=[_path_param("job_id", "a MetaStudio live job id")])},
+        "/api/transcodes": {"get": _op(
+            "A video's transcodes per rung: task id, status, progress, target URL",
+            {200: _json("Transcodes", "The rungs, lowest first"), 400: "BadRequest", 404: "NotFound",
+             **ADMIN_ERRORS}, params=_query(s.TranscodesQuery))},
+        "/api/koophone/apply": {"post": _op(
+            "Apply a [koophone.profiles] profile to cloud phones (queued in batches of 100, retried)",
+            {202: _json("ActionsQueued", "Queued: one action per batch"), 409: "Conflict", **BODY_ERRORS,
+             **ADMIN_ERRORS}, body="KooPhoneApplyRequest")},
+    }
+
+
+# Component name of each MetaStudio live-event envelope, by event type.
+_LIVE_EVENTS = {event_type: f"{event_type.title().replace('_', '')}Event" for event_type in metastudio.EVENT_TYPES}
+_MESSAGES = (metastudio.ShootScriptSwitchMessage, metastudio.RtmpStreamStateChangeMessage,
+             metastudio.ReplyCommandFinishMessage)
+_API_SCHEMAS = (s.Error, s.HookAccepted, s.Health, s.Ready, s.EventPage, s.EventDetail, s.ReplayAccepted,
+                s.FailedList, s.RequeueRequest, s.RequeueResult, s.LiveStartRequest, s.ActionQueued, s.LiveJob,
+                s.Transcodes, s.KooPhoneApplyRequest, s.ActionsQueued)
+
+
+def _components(spec: APISpec) -> None:
+    for schema in _API_SCHEMAS:
+        spec.components.schema(schema.__name__, schema=schema)
+    for message in _MESSAGES:
+        spec.components.schema(message.__name__, schema=message)
+    for event_type, name in _LIVE_EVENTS.items():
+        spec.components.schema(name, schema=metastudio.EVENT_SCHEMAS[event_type])
+    spec.components.schema("UploadCallback", schema=cdnetworks.UPLOAD_SCHEMA)
+    spec.components.schema("TranscodeCallback", schema=cdnetworks.TRANSCODE_SCHEMA)
+    spec.components.schema("TranscodeCallbackEnvelope", {
+        "type": "object", "required": ["data"], "additionalProperties": True,
+        "description": "The transcoding callback inside the upload callback's {code, data, message} envelope.",
+        "properties": {"code": {}, "message": {}, "data": {"$ref": "#/components/schemas/TranscodeCallback"}}})
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
+    for name, response in ERRORS.items():
+        spec.components.response(name, response)
+
+
+def _refine(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the schemas cannot say by themselves."""
+    schemas = doc["components"]["schemas"]
+    for event_type, name in _LIVE_EVENTS.items():
+        schemas[name]["properties"]["event_type"] = {"type": "string", "enum": [event_type]}
+    requeue = schemas["RequeueRequest"]
+    requeue.update(minProperties=1, maxProperties=1, description="Exactly one of `id`, `filter`, `all`.")
+    schemas["RequeueFilter"]["minProperties"] = 1
+    return doc
+
+
+@lru_cache(maxsize=1)
+def _document() -> str:
+    spec = APISpec(title=TITLE, version=VERSION, openapi_version=OPENAPI_VERSION, plugins=[MarshmallowPlugin()],
+                   info={"description": "Receives video vendors' callbacks (`/hooks/`), and the admin API "
+                                        "(`/api/`, bearer token). Every error is JSON "
+                                        "`{code, message, errors?}`; a wrong method is 405 with `Allow`."},
+                   tags=[{"name": "hooks", "description": "Vendors' callbacks"},
+                         {"name": "admin", "description": "The admin API: bearer token from `[admin] token`"},
+                         {"name": "service", "description": "Health, metrics, this document"}])
+    plugin = spec.plugins[0]
+    assert isinstance(plugin, MarshmallowPlugin) and plugin.converter is not None
+    plugin.converter.add_attribute_function(_vendor_fields)
+    _components(spec)
+    for path, operations in {**_hook_paths(), **_service_paths(), **_admin_paths()}.items():
+        spec.path(path=path, operations=operations)
+    return json.dumps(_refine(spec.to_dict()), separators=(",", ":"))
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document (a fresh copy: callers may change it)."""
+    return json.loads(_document())
+
+
+def init_app(app: Flask) -> None:
+    """Serve the document at /openapi.json, without authentication."""
+
+    def openapi_json() -> Response:
+        return Response(_document(), mimetype="application/json")
+
+    app.add_url_rule("/openapi.json", "openapi_json", openapi_json, methods=["GET"])
