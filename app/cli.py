@@ -176,17 +176,32 @@ def events_show(event_id: str) -> None:
 
 @main.command()
 @click.option("--limit", default=50, show_default=True)
-def failed(limit: int) -> None:
-    """Actions that failed for good, newest first, with the vendor's code and message."""
+@click.option("--kind", help="An action kind or its family (transcode, converter, koophone, live, event).")
+@click.option("--requeue", is_flag=True, help="Run what is listed again (actions with their vendor's retries).")
+def failed(limit: int, kind: str | None, requeue: bool) -> None:
+    """What failed for good (actions and event jobs), newest first, with the vendor's code and message."""
     from workers import ops
 
-    rows = ops.failed(_redis(), limit)
+    redis = _redis()
+    rows = ops.failed_items(redis, kind=kind, limit=limit)
     if not rows:
-        click.echo("no failed actions")
+        click.echo("nothing failed")
     for a in rows:
         error = a.get("last_error") or {}
-        click.echo(f"{a['id']}  event {a.get('event_id') or '-'}  attempts {a['attempts']}  "
+        click.echo(f"{a['id']}  {a['kind']}  event {a.get('event_id') or '-'}  attempts {a.get('attempts', '-')}  "
                    f"{error.get('vendor') or ''} {error.get('code') or ''}: {error.get('message') or ''}")
+    if requeue and rows:
+        done = ops.requeue_failed(redis, _settings(), rows)
+        click.echo(f"requeued {len(done['requeued'])}, skipped {len(done['skipped'])}")
+
+
+@main.command("transcodes")
+@click.argument("video_id")
+def transcodes_show(video_id: str) -> None:
+    """A video's transcodes per rung: task id, status, progress, target URL."""
+    from workers import ops
+
+    _print({"video_id": video_id, "rungs": ops.transcodes(_redis(), video_id)})
 
 
 @main.command()
@@ -244,10 +259,10 @@ def live_start(room_id: str, output_url: str, stream_key: str) -> None:
 @live.command("show")
 @click.argument("job_id")
 def live_show(job_id: str) -> None:
-    """A live job's script timeline: current scene and paragraph, finished replies."""
+    """A live job: script timeline, stream state history, converters following its room."""
     from workers import ops
 
-    doc = ops.live_show(_redis(), job_id)
+    doc = ops.live_job(_redis(), _settings(), job_id)
     if doc is None:
         raise click.ClickException(f"nothing known of live job {job_id}")
     _print(doc)

@@ -76,6 +76,20 @@ def test_mediahook_dev_end_to_end(tmp_path):
         assert demo.stdout.count(": success https://") == 6  # two videos x three rungs, polled to success
         assert '"auto_push_stream": true' in demo.stdout and '"auto_push_stream": false' in demo.stdout
         assert "failed" not in demo.stdout
+
+        # Issue 4's "done when": /metrics, /api/events and /openapi.json served by `mediahook dev`.
+        base = f"http://127.0.0.1:{port}"
+        metrics = requests.get(base + "/metrics", timeout=5)
+        assert metrics.status_code == 200 and "mediahook_callbacks_total" in metrics.text
+        assert requests.get(base + "/openapi.json", timeout=5).json()["openapi"].startswith("3.")
+        assert requests.get(base + "/api/events", timeout=5).status_code == 401
+        events = requests.get(base + "/api/events", timeout=5,
+                              headers={"Authorization": "Bearer dev-only-admin-token-00000000"}).json()
+        assert event_id in {e["id"] for e in events["events"]}
+        # The CLI reads the same things through the same functions.
+        assert _cli(tmp_path, "failed").stdout.strip() == "nothing failed"
+        rungs = json.loads(_cli(tmp_path, "transcodes", "9B0F7BA8BCB9D056D4C24ADDBF821D10").stdout)["rungs"]
+        assert [(r["rung"], r["state"]) for r in rungs] == [("360", "success"), ("480", "success"), ("720", "success")]
     finally:
         assert _stop(proc) == 0
     assert (tmp_path / "var" / "redis" / "appendonly.aof").exists()
