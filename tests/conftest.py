@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,45 +138,63 @@ def write_config(base_config: dict, tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+@dataclass
+class Gunicorn:
+    """A real gunicorn started by a test: its base URL, its process and its log file."""
+
+    base: str
+    proc: subprocess.Popen
+    log: Path
+
+
 @pytest.fixture
-def gunicorn_server(write_config: Callable[..., Path], tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """gunicorn_server(env=None, **config_overrides) -> base URL of a real gunicorn running
-    the app with deploy/gunicorn.conf.py (the production settings)."""
+def gunicorn_process(write_config: Callable[..., Path], tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
+    """gunicorn_process(env=None, self_base_url=False, **config_overrides) -> Gunicorn: a real
+    gunicorn running the app with deploy/gunicorn.conf.py (the production settings) and 2 workers.
+    ``self_base_url`` makes its own URL the config's public_base_url (for vendors calling back)."""
     procs: list[subprocess.Popen] = []
 
-    def start(env: dict | None = None, **overrides: Any) -> str:
+    def start(env: dict | None = None, self_base_url: bool = False, **overrides: Any) -> Gunicorn:
         port = free_port()
-        full_env = {**os.environ, "MEDIAHOOK_CONFIG": str(write_config(**overrides)), "WEB_CONCURRENCY": "2",
-                    **(env or {})}
-        full_env.pop("REDIS_URL", None)
-        log = open(tmp_path / f"gunicorn-{port}.log", "wb")
+        base = f"http://127.0.0.1:{port}"
+        if self_base_url:
+            overrides["public_base_url"] = base
+        full_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
+        full_env.update({"MEDIAHOOK_CONFIG": str(write_config(**overrides)), "WEB_CONCURRENCY": "2", **(env or {})})
+        log = tmp_path / f"gunicorn-{port}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
              "--bind", f"127.0.0.1:{port}", "app:create_app()"],
-            env=full_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=full_env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
         )
         procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
 
         def up() -> bool:
             if proc.poll() is not None:
-                raise AssertionError(f"gunicorn exited: {(tmp_path / f'gunicorn-{port}.log').read_text()}")
+                raise AssertionError(f"gunicorn exited: {log.read_text()}")
             try:
                 return requests.get(base + "/healthz", timeout=1).status_code == 200
             except requests.ConnectionError:
                 return False
 
         wait_until(up, timeout=20, what="gunicorn to answer /healthz")
-        return base
+        return Gunicorn(base, proc, log)
 
     yield start
     for proc in procs:
-        proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: tests need no graceful drain
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: tests need no graceful drain
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def gunicorn_server(gunicorn_process: Callable[..., Gunicorn]) -> Callable[..., str]:
+    """gunicorn_server(env=None, self_base_url=False, **config_overrides) -> base URL (see gunicorn_process)."""
+    return lambda *args, **kwargs: gunicorn_process(*args, **kwargs).base
 
 
 # --- the worker side against the simulators ---------------------------------------------------

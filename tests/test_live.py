@@ -5,9 +5,6 @@ of this service at its public_base_url."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import requests
@@ -16,7 +13,7 @@ from rq import Queue, SimpleWorker
 from app.store import job_id_for
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import LIVE_EVENTS, MS_KEY, MS_TOKEN, free_port, live_event, wait_until
-from tests.vendor_harness import ROOT, converter, post_live, set_faults, sim_calls
+from tests.vendor_harness import converter, post_live, set_faults, sim_calls
 from workers import actions, live, ops, streams
 from workers.context import settings as worker_settings
 from workers.converter import CREATED_PREFIX
@@ -82,40 +79,9 @@ def test_a_switch_processed_late_does_not_move_the_timeline_back(app, redis_clie
 # --- live start -----------------------------------------------------------------------------
 
 @pytest.fixture
-def web_at(write_config, tmp_path):
-    """web_at(**config) -> base URL of a real gunicorn whose public_base_url is that URL (the
-    port is chosen first, which the conftest gunicorn_server fixture cannot do)."""
-    procs: list[subprocess.Popen] = []
-
-    def start(**overrides) -> str:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "MEDIAHOOK_CONFIG": str(write_config(public_base_url=base, **overrides)),
-               "WEB_CONCURRENCY": "2"}
-        env.pop("REDIS_URL", None)
-        log = tmp_path / f"gunicorn-{port}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-                                 "--bind", f"127.0.0.1:{port}", "app:create_app()"],
-                                env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-        procs.append(proc)
-
-        def up() -> bool:
-            assert proc.poll() is None, log.read_text()
-            try:
-                return requests.get(base + "/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(up, timeout=20, what="gunicorn to answer /healthz")
-        return base
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def web_at(gunicorn_server):
+    """web_at(**config) -> base URL of a real gunicorn whose public_base_url is that URL."""
+    return lambda **overrides: gunicorn_server(self_base_url=True, **overrides)
 
 
 SOURCES = {

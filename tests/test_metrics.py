@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import metrics
 from tests.helpers import CDN_TOKEN, fixture_bytes, free_port, live_event, signed_path, wait_until
-from tests.vendor_harness import ROOT, set_faults, upload_body
+from tests.vendor_harness import set_faults, upload_body
 from workers import actions, ops, transcode
 from workers.context import settings as worker_settings
 
@@ -237,39 +237,14 @@ def _scrape(base: str) -> dict:
 
 
 @pytest.fixture
-def gunicorn_proc(write_config, tmp_path):
-    """gunicorn_proc(env) -> (base URL, Popen, log path): a real gunicorn (2 workers) this test stops itself."""
-    procs: list[subprocess.Popen] = []
+def gunicorn_proc(gunicorn_process):
+    """gunicorn_proc(env) -> (base URL, Popen, log path): a real gunicorn (2 workers)."""
 
-    def start(env: dict | None = None) -> tuple[str, subprocess.Popen, Path]:
-        port = free_port()
-        full_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
-        full_env.update({"MEDIAHOOK_CONFIG": str(write_config()), "WEB_CONCURRENCY": "2", **(env or {})})
-        log = tmp_path / f"gunicorn-{port}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-                                 "--bind", f"127.0.0.1:{port}", "app:create_app()"],
-                                env=full_env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-        procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
+    def start(env: dict | None = None):
+        g = gunicorn_process(env)
+        return g.base, g.proc, g.log
 
-        def up() -> bool:
-            assert proc.poll() is None, log.read_text()
-            try:
-                return requests.get(base + "/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(up, timeout=20, what="gunicorn to answer /healthz")
-        return base, proc, log
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    return start
 
 
 def test_one_scrape_reports_every_gunicorn_worker_even_a_dead_one(gunicorn_proc, tmp_path, redis_client):
