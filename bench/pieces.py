@@ -1,10 +1,13 @@
 """Where a mediahook request's time goes, in µs per request, measured two ways in one process:
 
-  isolated    each piece of the receive path called in a loop (wall and CPU);
+  isolated    each piece of the receive path called in a loop (wall and CPU), the Redis write
+              also pipelined (ingest_many) and from 1 and 4 threads at once, with and without
+              group commit (app/batching.py), as the threads of a gthread worker call it;
   in context  the whole request through Flask's test client, once as is and once with one piece
               replaced by a canned result: the difference is what that piece costs inside a
               real request. It is usually larger than the isolated figure (colder caches, more
               allocation), the pieces overlap, and on a shared box it is only good to ~±30 µs.
+              The bare and floor apps of bench/ingest.py are measured the same way, for scale.
 
     python -m bench.pieces [-n 2000] [--rounds 5]
 
@@ -20,8 +23,10 @@ import argparse
 import contextlib
 import itertools
 import json
+import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +42,7 @@ from app.receive import _kept_headers, decode_body, json_response, read_body
 from app.settings import Settings, build
 from app.sources import metastudio
 from app.store import INGEST_SCRIPT, Event, EventStore, dedup_digest, new_event_id
-from bench import bare_app
+from bench import bare_app, floor_app
 from bench.ingest import KEY, LIVE_EVENTS, cpu_seconds, free_port
 
 HOST = "127.0.0.1:8000"
@@ -95,6 +100,33 @@ def pipelined_per_event(store: EventStore, body: Callable[[], bytes], size: int,
     batches = iter([[make_event(body()) for _ in range(size)] for _ in range(5 * n)])
     wall, cpu = per_call_us(lambda: store.ingest_many(next(batches)), n)
     return wall / size, cpu / size
+
+
+def threaded_per_event(ingest: Callable[[Event], Any], body: Callable[[], bytes], threads: int,
+                       n: int) -> tuple[float, float]:
+    """(wall, CPU) µs per event with ``threads`` threads ingesting ``n`` events each at once, as
+    the threads of one gthread worker do at peak; best of 5. Through IngestBatcher, concurrent
+    events share round trips (group commit); straight to the store, each makes its own."""
+    wall, cpu = [], []
+    for _ in range(5):
+        work = [[make_event(body()) for _ in range(n)] for _ in range(threads)]
+        start = threading.Barrier(threads + 1)
+
+        def worker(events: list[Event], start: threading.Barrier) -> None:
+            start.wait()
+            for event in events:
+                ingest(event)
+
+        pool = [threading.Thread(target=worker, args=(w, start)) for w in work]
+        for t in pool:
+            t.start()
+        start.wait()
+        w0, c0 = time.perf_counter(), time.process_time()
+        for t in pool:
+            t.join()
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return min(wall) / (threads * n) * 1e6, min(cpu) / (threads * n) * 1e6
 
 
 def post(client: Any, path: str, query: str, data: bytes) -> None:
@@ -156,6 +188,15 @@ def isolated(app: Flask, settings: Settings, redis: RedisServer, path: str, quer
     for size in (4, 8):
         rows.append((f"EventStore.ingest_many, {size} events per round trip, per event",
                      pipelined_per_event(store, body, size, max(n // size, 50))))
+    for threads in (1, 4):
+        evalsha = store.redis.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        writes = store.redis.info("stats")["total_writes_processed"]
+        row = threaded_per_event(IngestBatcher(store).ingest, body, threads, max(n // threads, 100))
+        per_trip = ((store.redis.info("commandstats")["cmdstat_evalsha"]["calls"] - evalsha)
+                    / max(store.redis.info("stats")["total_writes_processed"] - writes, 1))
+        rows.append((f"{threads} thread(s) at once through IngestBatcher, per event (~{per_trip:.1f} per trip)", row))
+        rows.append((f"{threads} thread(s) at once straight to EventStore.ingest, per event",
+                     threaded_per_event(store.ingest, body, threads, max(n // threads, 100))))
     pool = store.redis.connection_pool
     rows.append(("  for scale: redis-py pool get + release",
                  per_call_us(lambda: pool.release(pool.get_connection()), n)))
@@ -214,13 +255,16 @@ def in_context(settings: Settings, redis: RedisServer, path: str, query: str, n:
     """Whole-request CPU µs, as is and with each piece stubbed; rounds interleaved, best of each."""
     body = body_factory()
     bare = bare_app.create_app().test_client()
+    with mock.patch.dict(os.environ, {"REDIS_URL": redis.url}):
+        floor = floor_app.create_app().test_client()
     redis_pid = [redis.process.pid] if redis.process else []
     cpu: dict[str, list[float]] = {}
     redis_cpu: list[float] = []
     for _ in range(rounds):
-        for stub in (None, *STUBS, "bare"):
+        for stub in (None, *STUBS, "bare", "floor"):
             with contextlib.ExitStack() as stack:
-                client = bare if stub == "bare" else stack.enter_context(app_with(settings, stub)).test_client()
+                client = {"bare": bare, "floor": floor}.get(stub or "") or \
+                    stack.enter_context(app_with(settings, stub)).test_client()
                 bodies = [body() for _ in range(n + 200)]
                 for b in bodies[:200]:  # warm up
                     post(client, path, query, b)
@@ -236,6 +280,7 @@ def in_context(settings: Settings, redis: RedisServer, path: str, query: str, n:
     rows.append(("  the rest over bare (Flask rules, Event, dedup hash, answer...)",
                  full - min(cpu["bare"]) - sum(v for _, v in rows[1:])))
     rows.append(("WHOLE bare request", min(cpu["bare"])))
+    rows.append(("WHOLE floor request (bare + one Redis SET)", min(cpu["floor"])))
     rows.append(("redis-server CPU per mediahook request (not in the above)", min(redis_cpu)))
     return rows
 
