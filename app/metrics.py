@@ -14,7 +14,15 @@ Where each figure lives, and why (several web hosts, several worker hosts, one R
   need no exporter of their own, and nothing is lost when a work horse exits.
 - **Queues** (depth, age of the oldest queued job, scheduled/started/failed jobs per RQ queue,
   actions failed for good, registered workers) are read from Redis at scrape time.
-- **Spool** depth is read from this host's spool folder at scrape time.
+- **Spool** depth is read from this host's spool folder at scrape time, and the free space of
+  the filesystem it is on (``mediahook_spool_filesystem_*_bytes``, statvfs), so the "Spool disk"
+  alert needs no node_exporter.
+- **Build and process**: ``mediahook_build_info{version, python}`` (1), and ``process_*``
+  (prometheus_client's ProcessCollector). Under gunicorn a scrape is answered by any one worker,
+  so unlabelled process figures would jump between processes; instead every gunicorn process of
+  the host (master and workers) is reported with a ``pid`` label, read from /proc at scrape
+  time. Outside gunicorn: this one process, labelled the same way. Aggregate with
+  ``sum without (pid)`` (after ``rate`` for the CPU counter).
 
 The Redis-read figures (actions, vendor calls, queues) are the same on every web host: aggregate
 them with ``max without (instance)``, not ``sum``. ``mediahook_redis_up`` is 0 when the scrape
@@ -29,12 +37,14 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
+from importlib import metadata
 from typing import Any
 
 from flask import Flask, Response, current_app, request
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -285,10 +295,57 @@ def _spool_metrics(spool_dir: str) -> list[Metric]:
                 bad += 1
     except OSError as exc:  # missing or broken: the scrape still answers (readyz says more)
         log.warning("metrics: spool folder not readable (%s)", exc)
-    return [GaugeMetricFamily("mediahook_spool_depth", "Events in this host's spool, waiting for Redis",
-                              value=waiting),
-            GaugeMetricFamily("mediahook_spool_bad_files", "Unreadable spool files set aside (*.bad) on this host",
-                              value=bad)]
+    found = [GaugeMetricFamily("mediahook_spool_depth", "Events in this host's spool, waiting for Redis",
+                               value=waiting),
+             GaugeMetricFamily("mediahook_spool_bad_files", "Unreadable spool files set aside (*.bad) on this host",
+                               value=bad)]
+    try:
+        fs = os.statvfs(spool_dir)
+    except OSError:  # no folder, no figure: the depth above already says it is unreadable
+        return found
+    # f_bavail, not f_bfree: what the unprivileged service user can still write (as node_exporter's avail).
+    return [*found,
+            GaugeMetricFamily("mediahook_spool_filesystem_avail_bytes", "Space the service user can still "
+                              "use on the spool folder's filesystem", value=fs.f_bavail * fs.f_frsize),
+            GaugeMetricFamily("mediahook_spool_filesystem_size_bytes", "Size of the spool folder's filesystem",
+                              value=fs.f_blocks * fs.f_frsize)]
+
+
+def _build_info() -> Metric:
+    try:
+        version = metadata.version("mediahook")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        version = "unknown"
+    info = GaugeMetricFamily("mediahook_build_info", "Always 1: the running mediahook version and Python",
+                             labels=["version", "python"])
+    info.add_metric([version, platform.python_version()], 1)
+    return info
+
+
+def _gunicorn_pids(master: int) -> list[int]:
+    """The master and its children (the workers), from /proc."""
+    try:
+        with open(f"/proc/{master}/task/{master}/children") as f:
+            return [master, *map(int, f.read().split())]
+    except (OSError, ValueError):
+        return [master, os.getpid()]
+
+
+class ProcessMetrics:
+    """prometheus_client's process_* figures for each process of this web server, labelled ``pid``."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for pid in self.pids:
+            # A process gone since it was listed yields nothing (ProcessCollector ignores OSError).
+            for family in ProcessCollector(pid=lambda p=pid: p, registry=None).collect():
+                out = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    out.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        yield from merged.values()
 
 
 class ScrapeTimeCollector:
@@ -320,6 +377,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     # Under gunicorn the counters live in PROMETHEUS_MULTIPROC_DIR (one file per process) and
     # are summed at scrape time; without it (tests, the test client) in this app's registry.
     own = None if multiprocess_dir() else CollectorRegistry()
+    build_info = _build_info()
     routes = {f"/hooks/{name}/{e.path}": name for name, source in SOURCES.items() for e in source.ENDPOINTS}
     app.wsgi_app = CallbackMetrics(app.wsgi_app, routes, own)  # type: ignore[method-assign]
 
@@ -331,10 +389,24 @@ def init_app(app: Flask, settings: Settings) -> None:
             registry.register(_Forward(own))
         runtime = current_app.extensions["mediahook"]
         registry.register(ScrapeTimeCollector(runtime.store.redis, settings.spool_dir))
+        registry.register(_Static([build_info]))
+        # A gunicorn worker's parent is the master; report all of them (see the module docstring).
+        under_gunicorn = own is None and request.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/")
+        registry.register(ProcessMetrics(_gunicorn_pids(os.getppid()) if under_gunicorn else [os.getpid()]))
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))  # text, or OpenMetrics if asked
         return Response(encode(registry), headers={"Content-Type": content_type})
 
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+
+
+class _Static:
+    """Metrics made once."""
+
+    def __init__(self, found: list[Metric]) -> None:
+        self.found = found
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.found
 
 
 class _Forward:

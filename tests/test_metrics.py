@@ -292,3 +292,42 @@ def test_gunicorn_makes_cleans_and_removes_its_metrics_folder(gunicorn_proc, tmp
     proc.terminate()
     proc.wait(15)
     assert not made.exists()
+
+
+# --- build, process and spool-disk figures ----------------------------------------------------
+
+def test_build_info_and_this_process_figures(client):
+    from importlib import metadata
+    import platform
+
+    m = get_metrics(client)
+    info = [dict(ls) for (n, ls), v in m.items() if n == "mediahook_build_info" and v == 1]
+    assert info == [{"version": metadata.version("mediahook"), "python": platform.python_version()}]
+    pid = str(os.getpid())
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                 "process_max_fds", "process_start_time_seconds"):
+        assert total(m, name, pid=pid) > 0, name
+    assert {dict(ls)["pid"] for (n, ls) in m if n.startswith("process_")} == {pid}
+
+
+def test_spool_filesystem_space_is_reported(app, client):
+    spool_dir = app.extensions["mediahook"].settings.spool_dir
+    fs = os.statvfs(spool_dir)
+    m = get_metrics(client)
+    size = total(m, "mediahook_spool_filesystem_size_bytes")
+    avail = total(m, "mediahook_spool_filesystem_avail_bytes")
+    assert size == fs.f_blocks * fs.f_frsize
+    assert 0 < avail <= size
+    assert abs(avail - fs.f_bavail * fs.f_frsize) < 64 * 1024 * 1024  # other tests write meanwhile
+
+
+def test_gunicorn_reports_every_process_of_the_host_by_pid(gunicorn_proc, tmp_path):
+    """Whichever worker answers the scrape, the same processes are reported: master and workers."""
+    base, proc, _ = gunicorn_proc({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")})
+    wait_until(lambda: len(_worker_pids(proc.pid)) == 2, timeout=20, what="two gunicorn workers")
+    expected = {str(p) for p in (proc.pid, *_worker_pids(proc.pid))}
+    for _ in range(6):  # new connections: different workers answer
+        m = _scrape(base)
+        assert {dict(ls)["pid"] for (n, ls) in m if n == "process_resident_memory_bytes"} == expected
+        assert all(total(m, "process_cpu_seconds_total", pid=p) >= 0 for p in expected)
+        assert total(m, "mediahook_build_info") == 1
