@@ -205,6 +205,9 @@ def decide(sim: Sim, vendor: Vendor, endpoint: str) -> tuple[float, dict[str, An
                     fault["after_effect"] = bool(get("after_effect")[0])
                 if kind == "error":
                     fault["status"] = get("error_status")[0] or DEFAULTS["error_status"]
+                    retry, _ = get("retry_after_s")
+                    if retry is not None:  # only when asked for: a plain 5xx carries no Retry-After
+                        fault["retry_after_s"] = retry
                 elif kind == "429":
                     retry, _ = get("retry_after_s")
                     fault["retry_after_s"] = DEFAULTS["retry_after_s"] if retry is None else retry
@@ -241,6 +244,8 @@ def _fault_response(vendor: Vendor, fault: dict[str, Any]) -> Response:
     else:  # error, or a timeout that gives up: the vendor's internal-error shape
         response = jsonify(vendor.error_body(*vendor.internal_error))
         response.status_code = 504 if kind == "timeout" else fault["status"]
+        if "retry_after_s" in fault:
+            response.headers["Retry-After"] = str(fault["retry_after_s"])
     return response
 
 

@@ -87,6 +87,32 @@ def test_transient_failures_of_every_kind(vendor, sim, cfg):
     assert kinds == ["error", "429", "timeout", "drop", None]
 
 
+@pytest.mark.parametrize("vendor", sorted(CALLS))
+def test_a_5xx_carries_its_retry_after_for_every_vendor(vendor, sim, cfg):
+    """The vendor's own error body on a 503 goes through its client's error reading, which
+    must keep the answer's Retry-After as a 429's is kept; a plain 5xx has none."""
+    endpoint, call = CALLS[vendor]
+    set_faults(sim.url, {vendor: {endpoint: {"error_times": 1, "error_status": 503, "retry_after_s": 4}}})
+    err = _fail(call, cfg)
+    assert (err.transient, err.status, err.retry_after, err.code) == (True, 503, 4.0, INTERNAL_ERROR[vendor])
+    assert not err.maybe_done  # a 503: the request was not taken
+    [answered] = sim_calls(sim.url, vendor, endpoint)
+    assert answered["answer"]["headers"]["Retry-After"] == "4"
+
+    set_faults(sim.url, {vendor: {endpoint: {"error_times": 1, "error_status": 500}}})
+    assert _fail(call, cfg).retry_after is None
+
+
+@pytest.mark.parametrize("status", [502, 504])
+@pytest.mark.parametrize("vendor", sorted(CALLS))
+def test_gateway_errors_may_have_been_done(vendor, status, sim, cfg):
+    """A 502/504 comes from a gateway after the request went on: the vendor may have acted."""
+    endpoint, call = CALLS[vendor]
+    set_faults(sim.url, {vendor: {endpoint: {"error_times": 1, "error_status": status}}})
+    err = _fail(call, cfg)
+    assert (err.transient, err.status, err.maybe_done) == (True, status, True)
+
+
 def test_refused_connection_is_transient_and_certainly_not_done(cfg):
     down = dataclasses.replace(cfg.koophone, base_url=f"http://127.0.0.1:{free_port()}")
     err = _fail(lambda c: koophone.apply_video_settings(down, ["p1"], c.koophone.profiles["low"]), cfg)

@@ -35,7 +35,7 @@ def _ok(reply: Reply) -> Any:
         return body.get("data") or {}
     transient = reply.status >= 500 or code in TRANSIENT_CODES
     raise VendorError(VENDOR, str(body.get("message") or f"HTTP {reply.status}"), transient=transient,
-                      code=code, status=reply.status)
+                      code=code, reply=reply)
 
 
 def set_auto_push(cfg: FlightHub, converter_id: str, enabled: bool) -> None:

@@ -32,25 +32,11 @@ def session() -> requests.Session:
     return _session
 
 
-class VendorError(Exception):
-    """A vendor call that did not succeed; ``transient`` says whether a retry may help."""
-
-    def __init__(self, vendor: str, message: str, *, transient: bool, code: str | int | None = None,
-                 status: int | None = None, retry_after: float | None = None, maybe_done: bool = False) -> None:
-        super().__init__(f"{vendor}: {message}" + (f" (code {code})" if code not in (None, "") else ""))
-        self.vendor = vendor
-        self.message = message
-        self.transient = transient
-        self.code = code
-        self.status = status
-        self.retry_after = retry_after
-        # No answer, but the request was sent: the vendor may have acted on it (read timeout,
-        # connection lost). Retrying a call that is not idempotent may do it twice.
-        self.maybe_done = maybe_done
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"vendor": self.vendor, "code": self.code, "message": self.message, "status": self.status,
-                "transient": self.transient}
+# Gateway answers that come after the request went on to the vendor's server: it may have acted
+# on it (502: the upstream answered badly or hung up; 504: it did not answer in time). A 503 is
+# not here: gateways and servers send it for a request they did not take (overload, no healthy
+# upstream, maintenance), usually with a Retry-After.
+GATEWAY_UNKNOWN = frozenset({502, 504})
 
 
 @dataclass(frozen=True)
@@ -58,6 +44,36 @@ class Reply:
     status: int
     body: Any
     retry_after: float | None
+
+
+class VendorError(Exception):
+    """A vendor call that did not succeed; ``transient`` says whether a retry may help.
+
+    Built from an answer (``reply=``), it takes the answer's status, its Retry-After (when a
+    retry is worth it) and whether the vendor may have acted all the same (a gateway error), so
+    every vendor's client gets these right by passing the reply along."""
+
+    def __init__(self, vendor: str, message: str, *, transient: bool, code: str | int | None = None,
+                 status: int | None = None, retry_after: float | None = None, maybe_done: bool = False,
+                 reply: Reply | None = None) -> None:
+        super().__init__(f"{vendor}: {message}" + (f" (code {code})" if code not in (None, "") else ""))
+        if reply is not None:
+            status = reply.status if status is None else status
+            retry_after = reply.retry_after if retry_after is None and transient else retry_after
+            maybe_done = maybe_done or reply.status in GATEWAY_UNKNOWN
+        self.vendor = vendor
+        self.message = message
+        self.transient = transient
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
+        # The request was sent and the vendor may have acted on it (no answer: a read timeout,
+        # a connection lost; or a gateway error). Retrying a call that is not idempotent may do it twice.
+        self.maybe_done = maybe_done
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vendor": self.vendor, "code": self.code, "message": self.message, "status": self.status,
+                "transient": self.transient}
 
 
 def request_id() -> str:
@@ -99,13 +115,12 @@ def send(vendor: str, policy: HttpPolicy, method: str, url: str, *, headers: dic
         body = r.json() if r.content else None
     except ValueError:
         body = None
-    retry_after = _retry_after(r.headers.get("Retry-After"))
+    reply = Reply(r.status_code, body, _retry_after(r.headers.get("Retry-After")))
     if r.status_code == 429:
-        raise VendorError(vendor, "rate limited", transient=True, status=429, code=_code(body),
-                          retry_after=retry_after)
+        raise VendorError(vendor, "rate limited", transient=True, code=_code(body), reply=reply)
     if r.status_code >= 500 and not isinstance(body, dict):
-        raise VendorError(vendor, f"HTTP {r.status_code}", transient=True, status=r.status_code)
-    return Reply(r.status_code, body, retry_after)
+        raise VendorError(vendor, f"HTTP {r.status_code}", transient=True, reply=reply)
+    return reply
 
 
 def _observe(vendor: str, started: float, result: str) -> None:

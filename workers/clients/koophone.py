@@ -36,7 +36,7 @@ def _ok(reply: Reply) -> None:
         return
     transient = reply.status >= 500 or code in TRANSIENT_CODES
     raise VendorError(VENDOR, str(body.get("error_msg") or f"HTTP {reply.status}"), transient=transient,
-                      code=code or None, status=reply.status)
+                      code=code or None, reply=reply)
 
 
 def apply_video_settings(cfg: KooPhone, instance_ids: list[str], profile: dict[str, dict[str, int]]) -> None:

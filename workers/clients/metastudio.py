@@ -19,7 +19,7 @@ def _ok(reply: Reply) -> dict:
     code = body.get("error_code")
     transient = reply.status >= 500 or code in TRANSIENT_CODES
     raise VendorError(VENDOR, str(body.get("error_msg") or f"HTTP {reply.status}"), transient=transient,
-                      code=code, status=reply.status)
+                      code=code, reply=reply)
 
 
 def start_job(cfg: MetaStudioApi, room_id: str, body: dict[str, Any]) -> str:
@@ -28,5 +28,6 @@ def start_job(cfg: MetaStudioApi, room_id: str, body: dict[str, Any]) -> str:
                       f"{cfg.base_url}/v1/{cfg.project_id}/smart-live-rooms/{room_id}/smart-live-jobs",
                       headers={"X-Auth-Token": cfg.auth_token, "X-Request-Id": request_id()}, json=body))
     if not answer.get("job_id"):
-        raise VendorError(VENDOR, "start-job answered without a job_id", transient=True)
+        # A success answer without the id: a job may well have started, we just cannot tell which.
+        raise VendorError(VENDOR, "start-job answered without a job_id", transient=True, maybe_done=True)
     return str(answer["job_id"])

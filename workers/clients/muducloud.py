@@ -42,10 +42,10 @@ def _ok(reply: Reply) -> dict:
     body = reply.body if isinstance(reply.body, dict) else {}
     if reply.status >= 500:
         raise VendorError(VENDOR, str(body.get("msg") or f"HTTP {reply.status}"), transient=True,
-                          code=body.get("errcode"), status=reply.status)
+                          code=body.get("errcode"), reply=reply)
     if reply.status >= 400 or body.get("errcode") != OK:
         raise VendorError(VENDOR, str(body.get("msg") or f"HTTP {reply.status}"), transient=False,
-                          code=body.get("errcode"), status=reply.status)
+                          code=body.get("errcode"), reply=reply)
     return body
 
 
