@@ -22,8 +22,8 @@ from redis import RedisError
 from app import spool
 from app.fields import flatten_errors
 from app.settings import Settings
-from app.sources.base import Endpoint
-from app.store import Event, dedup_digest, new_event_id
+from app.sources.base import Endpoint, plain_delivery
+from app.store import Event, dedup_digest, new_event_id, scope_digest
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ Ingest = Callable[[Event], tuple[bool, str]]
 def make_view(source: ModuleType, endpoint: Endpoint, settings: Settings, ingest: Ingest) -> Callable[[], Response]:
     """The Flask view for one source endpoint, with its collaborators bound once."""
     authenticate = source.authenticate
+    describe = getattr(source, "delivery", plain_delivery)  # how a re-delivery is told apart
     parse = endpoint.parse
     max_bytes = settings.max_body_bytes
 
@@ -110,6 +111,7 @@ def make_view(source: ModuleType, endpoint: Endpoint, settings: Settings, ingest
         except ValidationError as exc:
             return error_response(400, "invalid payload", errors=flatten_errors(exc.messages))
         received_at = time.time()
+        how = describe(request, settings, parsed)
         event = Event(
             id=new_event_id(received_at),
             source=source.NAME,
@@ -121,7 +123,9 @@ def make_view(source: ModuleType, endpoint: Endpoint, settings: Settings, ingest
             headers=_kept_headers(request),
             refs=parsed.refs,
             remote_addr=request.remote_addr or "",
-            dedup=dedup_digest(source.NAME, endpoint.path, body),
+            dedup=dedup_digest(source.NAME, endpoint.path, body, how.salt) if how.dedup else "",
+            sent_at=how.sent_at,
+            dedup_scope=scope_digest(source.NAME, endpoint.path, how.scope) if how.scope else "",
         )
         return deliver(event, ingest, settings.spool_dir, request.environ)
 

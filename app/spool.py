@@ -57,6 +57,7 @@ def write(spool_dir: str, event: Event) -> None:
 
 
 def read(path: str) -> Event:
+    """The spooled event; fields a file written by an older version lacks take their defaults."""
     with open(path, "rb") as fh:
         doc = json.load(fh)
     doc["body"] = base64.b64decode(doc["body"])
@@ -86,9 +87,13 @@ def _unlink(path: str) -> None:
 def drain_once(spool_dir: str, store: EventStore) -> int:
     """Move every spooled event into Redis; returns how many files were handled.
 
-    Stops at the first Redis error (the rest wait for the next pass). Each file is held under
-    an exclusive flock while it is ingested, so two processes never work on the same file at
-    once; the lock dies with its process, so a crash leaves no stale claim behind.
+    Files go in received-time order (their names lead with the event id), and a pass never
+    overtakes one: it stops at the first Redis error, and at a file another process holds (the
+    rest wait for the next pass). Otherwise a vendor's re-delivery, spooled after its original,
+    could reach Redis first while the other process waits on a slow Redis, and be recorded in
+    its place with a later time. Each file is held under an exclusive flock while it is
+    ingested, so two processes never work on the same file at once; the lock dies with its
+    process, so a crash leaves no stale claim behind.
     """
     handled = 0
     for path in pending(spool_dir):
@@ -100,7 +105,7 @@ def drain_once(spool_dir: str, store: EventStore) -> int:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                continue
+                break  # another process is ingesting it: what comes after it waits for it
             if os.fstat(fd).st_nlink == 0:
                 continue  # drained and unlinked while we waited for the lock
             try:

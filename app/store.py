@@ -7,7 +7,8 @@ hash built by RQ's ``Job.create(...).to_dict()`` so the job format stays RQ's.
 
 Keys:
   mh:event:<id>        hash   the record (raw body, headers, source, type, status, times)
-  mh:dedup:<sha256>    string the first event id for that source/endpoint and body, for the window
+  mh:dedup:<sha256>    string the first event id for that source/endpoint and body (+ salt), for the window
+  mh:dedup-last:<sha256> string the last event id recorded for a dedup scope (one stream), for the window
   mh:events            zset   event ids by received time (pruned past the retention)
 """
 
@@ -38,23 +39,44 @@ from workers.queues import EVENTS_QUEUE, PROCESS_EVENT
 
 EVENT_PREFIX = "mh:event:"
 DEDUP_PREFIX = "mh:dedup:"
+DEDUP_LAST_PREFIX = "mh:dedup-last:"
 EVENTS_INDEX = "mh:events"
 
-# KEYS: dedup, event, index, job, queue, rq:queues
+# KEYS: dedup ('' = not deduplicated), event, index, job, queue, rq:queues, dedup-last ('' = no scope)
 # ARGV: event id, dedup ttl, retention ttl, received_at, prune-before score, job id ('' for none),
-#       number of event field/value items, event fields..., job fields...
+#       sent_at ('' for none), number of event field/value items, event fields..., job fields...
+#
+# A dedup hit is a re-delivery only while the event it repeats is still the last one recorded
+# for its scope (when it has one): a state that follows a different state is a new event even
+# with the same bytes. A re-delivery that reaches Redis before its original (the original was
+# spooled) gives the record the original's earlier times, so the first delivery's time is kept.
 INGEST_SCRIPT = """
-local existing = redis.call('GET', KEYS[1])
-if existing then return {0, existing} end
+if KEYS[1] ~= '' then
+  local existing = redis.call('GET', KEYS[1])
+  if existing and (KEYS[7] == '' or redis.call('GET', KEYS[7]) == existing) then
+    if existing ~= ARGV[1] then
+      local record = '""" + EVENT_PREFIX + """' .. existing
+      local at = redis.call('HGET', record, 'received_at')
+      if at and tonumber(ARGV[4]) < tonumber(at) then
+        redis.call('HSET', record, 'received_at', ARGV[4])
+        if ARGV[7] ~= '' then redis.call('HSET', record, 'sent_at', ARGV[7])
+        else redis.call('HDEL', record, 'sent_at') end
+        redis.call('ZADD', KEYS[3], 'XX', ARGV[4], existing)
+      end
+    end
+    return {0, existing}
+  end
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0, ARGV[1]} end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-local n = tonumber(ARGV[7])
-redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + n))
+if KEYS[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+if KEYS[7] ~= '' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[2]) end
+local n = tonumber(ARGV[8])
+redis.call('HSET', KEYS[2], unpack(ARGV, 9, 8 + n))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
 if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[4], unpack(ARGV, 8 + n))
+  redis.call('HSET', KEYS[4], unpack(ARGV, 9 + n))
   redis.call('RPUSH', KEYS[5], ARGV[6])
   redis.call('SADD', KEYS[6], KEYS[5])
 end
@@ -184,8 +206,16 @@ def new_event_id(now: float) -> str:
     return f"{int(now * 1000):011x}{secrets.token_hex(6)}"
 
 
-def dedup_digest(source: str, endpoint: str, body: bytes) -> str:
-    return hashlib.sha256(f"{source}/{endpoint}\0".encode() + body).hexdigest()
+def dedup_digest(source: str, endpoint: str, body: bytes, salt: str = "") -> str:
+    """The delivery-dedup key of a body; ``salt`` (e.g. a signed send time) sets apart
+    deliveries whose bytes alone do not say whether they are the same request."""
+    head = f"{source}/{endpoint}\0" + (f"{salt}\0" if salt else "")
+    return hashlib.sha256(head.encode() + body).hexdigest()
+
+
+def scope_digest(source: str, endpoint: str, scope: str) -> str:
+    """The key of what a body is a state of (one stream), for ``mh:dedup-last:``."""
+    return hashlib.sha256(f"{source}/{endpoint}\0{scope}".encode()).hexdigest()
 
 
 def job_id_for(event_id: str) -> str:
@@ -206,7 +236,9 @@ class Event:
     headers: dict[str, str]
     refs: dict[str, Any]
     remote_addr: str
-    dedup: str
+    dedup: str  # '' when this delivery is not deduplicated (always recorded as its own event)
+    sent_at: float | None = None  # the vendor's signed send time, when the request carries one
+    dedup_scope: str = ""  # scope_digest() of what the body is a state of, or ''
 
     def fields(self) -> list[Any]:
         """The record as HSET field/value items."""
@@ -217,6 +249,8 @@ class Event:
             "refs", json.dumps(self.refs, separators=(",", ":")),
             "remote_addr", self.remote_addr, "dedup", self.dedup,
         ]
+        if self.sent_at is not None:
+            items += ["sent_at", repr(self.sent_at)]
         if self.status == "queued":
             items += ["job_id", job_id_for(self.id)]
         return items
@@ -269,10 +303,12 @@ class EventStore:
         job_items = self._job_items(event.id) if event.status == "queued" else []
         job_id = job_id_for(event.id) if job_items else ""
         event_items = event.fields()
-        return [self._sha, 6, DEDUP_PREFIX + event.dedup, EVENT_PREFIX + event.id, EVENTS_INDEX,
+        return [self._sha, 7, DEDUP_PREFIX + event.dedup if event.dedup else "", EVENT_PREFIX + event.id, EVENTS_INDEX,
                 Job.key_for(job_id) if job_id else "", self.queue.key, Queue.redis_queues_keys,
+                DEDUP_LAST_PREFIX + event.dedup_scope if event.dedup and event.dedup_scope else "",
                 event.id, s.dedup_window_seconds, s.retention_seconds, repr(event.received_at),
-                repr(event.received_at - s.retention_seconds), job_id, len(event_items), *event_items, *job_items]
+                repr(event.received_at - s.retention_seconds), job_id,
+                "" if event.sent_at is None else repr(event.sent_at), len(event_items), *event_items, *job_items]
 
     def ingest_many(self, events: list[Event]) -> list[tuple[bool, str] | Exception]:
         """Ingest several events in one round trip (a non-transactional pipeline of script

@@ -47,9 +47,9 @@ def get_metrics(client) -> dict:
 
 def test_every_outcome_is_counted_by_source_type_and_status(make_app):
     client = make_app(max_body_bytes=4096).test_client()
-    switch = fixture_bytes("metastudio", "shoot_script_switch.json")
-    assert client.post(signed_path(), data=switch).status_code == 200
-    assert client.post(signed_path(), data=switch).json["duplicate"] is True
+    switch, path = fixture_bytes("metastudio", "shoot_script_switch.json"), signed_path()
+    assert client.post(path, data=switch).status_code == 200
+    assert client.post(path, data=switch).json["duplicate"] is True  # the same signed request again
     for n in range(3):  # free-form types of events we do not handle: one label, "other"
         assert client.post(signed_path(), data=live_event(f"NEW_TYPE_{n}", room_id="r")).json["ignored"] is True
     bad = fixture_bytes("metastudio", "rtmp_stream_state_change.missing_fields.json")

@@ -77,9 +77,10 @@ def test_lifetimes_records_expire_jobs_never(make_app, redis_client):
 
 
 def test_same_body_twice_is_a_duplicate_with_no_second_job(client, redis_client):
-    body = _state_event()
-    first = client.post(signed_path(), data=body).json
-    second = client.post(signed_path(), data=body).json
+    """The same signed request twice (a vendor retry): one event, one job."""
+    body, path = _state_event(), signed_path()
+    first = client.post(path, data=body).json
+    second = client.post(path, data=body).json
     assert "duplicate" not in first
     assert second == {"code": 0, "message": "OK", "event_id": first["event_id"], "duplicate": True}
     assert Queue(EVENTS_QUEUE, connection=redis_client).count == 1
@@ -100,11 +101,11 @@ def test_dedup_is_per_source_endpoint_and_body(client, redis_client):
 def test_dedup_window_passes(make_app, redis_client):
     app = make_app(dedup_window_seconds=60)
     client = app.test_client()
-    body = _state_event()
-    first = client.post(signed_path(), data=body).json["event_id"]
+    body, path = _state_event(), signed_path()
+    first = client.post(path, data=body).json["event_id"]
     for key in redis_client.scan_iter("mh:dedup:*"):
         redis_client.delete(key)  # what the window's expiry does
-    again = client.post(signed_path(), data=body).json
+    again = client.post(path, data=body).json
     assert "duplicate" not in again and again["event_id"] != first
     assert Queue(EVENTS_QUEUE, connection=redis_client).count == 2
 
@@ -121,12 +122,13 @@ def test_concurrent_identical_deliveries_queue_one_job(gunicorn_server, redis_cl
     """Identical callbacks racing over real HTTP into several gunicorn workers: one job."""
     base = gunicorn_server()
     body = _state_event()
+    path = signed_path(host=base[len("http://"):])  # one request, delivered 16 times
     barrier = threading.Barrier(16)
     answers: list[dict] = []
 
     def post() -> None:
         barrier.wait()
-        answers.append(requests.post(base + signed_path(host=base[len("http://"):]), data=body, timeout=10).json())
+        answers.append(requests.post(base + path, data=body, timeout=10).json())
 
     threads = [threading.Thread(target=post) for _ in range(16)]
     for t in threads:

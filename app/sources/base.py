@@ -32,6 +32,32 @@ class Endpoint:
     accept_base64: bool = False
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """How to tell a vendor's re-delivery of a request from a new event, per request.
+
+    ``sent_at``: the vendor's signed send time (Unix seconds), when the request carries one.
+    ``salt``: added to the body in the delivery-dedup digest (e.g. that signed time, for a body
+    that does not identify itself). ``dedup`` False: every delivery is recorded as its own
+    event (the worker side's state-level comparison makes a repeat a no-op). ``scope``: what the
+    body is a state of (e.g. one stream); a repeat is a re-delivery only while it is still the
+    last event recorded for its scope, so a state that follows a different one is always new.
+    """
+
+    sent_at: float | None = None
+    salt: str = ""
+    dedup: bool = True
+    scope: str = ""
+
+
+PLAIN_DELIVERY = Delivery()
+
+
+def plain_delivery(req: Any, settings: Any, parsed: Parsed) -> Delivery:
+    """The default for a source without a ``delivery`` hook: the same body is the same delivery."""
+    return PLAIN_DELIVERY
+
+
 def secret_equals(given: str | None, expected: str | None) -> bool:
     """Constant-time comparison that fails closed when either side is missing."""
     if not given or not expected:

@@ -20,13 +20,20 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from app.fields import JSONString, Numeric, Text
 from app.settings import Settings
-from app.sources.base import Endpoint, Parsed, secret_equals
+from app.sources.base import PLAIN_DELIVERY, Delivery, Endpoint, Parsed, secret_equals
 
 NAME = "metastudio"
 LIVE_EVENTS_PATH = "live-events"
 SIGNATURE_PARAMS = ("hwSecret", "hwTime")
 STREAM_STATES = ("CONNECTING", "CONNECTED", "DISCONNECTED", "RECONNECTING", "END")
 EVENT_TYPES = ("SHOOT_SCRIPT_SWITCH", "RTMP_STREAM_STATE_CHANGE", "REPLY_COMMAND_FINISH")
+# Bodies that carry no id and no time: the same bytes come back whenever a stream returns to a
+# state (CONNECTED after DISCONNECTED) or a timeline to a paragraph, so bytes alone cannot tell
+# a re-delivery from a transition. The message fields that name what the body is a state of:
+ID_LESS_TYPES = {
+    "RTMP_STREAM_STATE_CHANGE": ("room_id", "job_id", "output_url"),
+    "SHOOT_SCRIPT_SWITCH": ("room_id", "job_id"),
+}
 _EVENT_TYPE_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # used with fullmatch: "$" would allow a trailing newline
 
 
@@ -101,6 +108,37 @@ def authenticate(req: Request, settings: Settings) -> bool:
         host, prefix = req.host, ""
     uri = canonical_uri(host, prefix + req.path, req.query_string.decode("latin-1"))
     return secret_equals(given.lower(), sign(src.key, uri, hw_time))
+
+
+def signed_time(req: Request, settings: Settings) -> str | None:
+    """The request's hwTime (hex seconds) where the auth type signs one, else None."""
+    src = settings.metastudio
+    if src is None or src.auth_type == "NONE":
+        return None
+    if src.auth_type == "MSS_A":
+        return req.args.get("hwTime")
+    return req.headers.get("x-hw-mss-time")
+
+
+def delivery(req: Request, settings: Settings, parsed: Parsed) -> Delivery:
+    """How a re-delivery is told from a new event (docs/architecture.md, "Re-deliveries and
+    transitions"). Called after ``authenticate``, so a signed time here is a checked one.
+
+    A vendor retry repeats the signed request (same hwTime); a new transition is signed anew.
+    So an id-less body is deduplicated on body + signed time, and only while it is still its
+    stream's last event. Without a signed time (NONE) it is not deduplicated at all. A body that
+    names itself (``reply_id``) or that we do not handle is deduplicated on its bytes, whatever
+    its time, so a retry that MetaStudio signed anew is still caught.
+    """
+    hw_time = signed_time(req, settings)
+    sent_at = float(int(hw_time, 16)) if hw_time else None
+    scope_fields = ID_LESS_TYPES.get(parsed.event_type) if parsed.known else None
+    if scope_fields is None:
+        return Delivery(sent_at=sent_at) if sent_at is not None else PLAIN_DELIVERY
+    if hw_time is None:
+        return Delivery(dedup=False)
+    scope = "\0".join([parsed.event_type, *(str(parsed.data.get(f, "")) for f in scope_fields)])
+    return Delivery(sent_at=sent_at, salt=hw_time.lower(), scope=scope)
 
 
 # --- schemas --------------------------------------------------------------------------------
