@@ -212,8 +212,8 @@ class _CannedSchema:
 
 
 def _no_lua(store: EventStore) -> None:
-    # _args puts the event id at index 8 (sha, numkeys, 6 keys); answer as a new event would.
-    store._send = lambda args: [[1, a[8]] for a in args]  # type: ignore[method-assign]
+    # _args puts the event id at index 9 (sha, numkeys, 7 keys); answer as a new event would.
+    store._send = lambda args: [[1, a[9]] for a in args]  # type: ignore[method-assign]
 
 
 def _canned_job_items(store: EventStore) -> None:
