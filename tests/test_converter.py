@@ -132,7 +132,8 @@ def test_end_processed_before_an_earlier_connected_leaves_it_off(vendor_app, sim
     assert history(sim.url, converter_id) == [False]  # never switched on
     assert streams.latest(redis_client, ROOM)["state"] == "END"
     assert [h["state"] for h in streams.history(redis_client, ROOM)] == ["CONNECTED", "END"]
-    assert any("later state" in n for n in ops.event_details(redis_client, connected)["notes"])
+    late = actions.record(redis_client, action_id(connected))["result"]
+    assert (late["state"], late["auto_push_stream"], late["changed"]) == ("END", False, False)
 
 
 def test_converter_create_answer_lost_makes_one_converter(vendor_app, sim, drive, redis_client):

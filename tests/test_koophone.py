@@ -65,15 +65,18 @@ def test_reconnecting_applies_low_then_connected_normal(vendor_app, sim, drive, 
     assert len(sim_calls(sim.url, "koophone")) == 2
 
 
-def test_apply_for_a_state_the_stream_has_left_is_skipped(vendor_app, sim, drive, redis_client):
-    """RECONNECTING then CONNECTED, both decided before either apply runs: only normal is sent."""
+def test_apply_converges_on_the_latest_state_not_its_own(vendor_app, sim, drive, redis_client):
+    """RECONNECTING then CONNECTED, both decided before either apply runs: the first apply already
+    applies CONNECTED's profile, the second finds it applied: one call, normal."""
     client = vendor_app.test_client()
     reconnecting = post_live(client, stream_event(ROOM, "RECONNECTING"))
     connected = post_live(client, stream_event(ROOM, "CONNECTED"))
     ids = [f"koophone-{reconnecting}-0-0", f"koophone-{connected}-0-0"]
     drive(lambda: all(s in DONE for s in statuses(redis_client, ids)), what="both applies")
-    assert statuses(redis_client, ids) == ["skipped", "succeeded"]
-    assert "moved on to CONNECTED" in actions.record(redis_client, ids[0])["result"]["skipped"]
+    assert statuses(redis_client, ids) == ["succeeded", "succeeded"]
+    results = [actions.record(redis_client, i)["result"] for i in ids]
+    assert [(r["profile"], r["state"], r["changed"]) for r in results] == [("normal", "CONNECTED", True),
+                                                                         ("normal", "CONNECTED", False)]
     assert len(sim_calls(sim.url, "koophone")) == 1
     assert applied_rates(koophone_instance(sim.url, "phone-1")) == {NORMAL}
 

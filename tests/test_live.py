@@ -67,7 +67,7 @@ def test_a_switch_processed_late_does_not_move_the_timeline_back(app, redis_clie
     shown = ops.live_show(redis_client, JOB)
     assert (shown["shoot_script_sequence_no"], shown["script_event_id"]) == ("2", second)
     assert ops.event_details(redis_client, first)["notes"] == [
-        "an event received later already moved the script timeline"]
+        "a switch ordered after this one already moved the script timeline"]
 
     # The same reply finished twice (another delivery with a different body): listed once.
     post_live(client, reply("reply-x"))

@@ -1,43 +1,49 @@
 """Forward the drone feed while the show is live: make a FlightHub converter match its stream.
 
 ``[[flighthub.bindings]]`` ties a MetaStudio room (or output URL) to a converter. Each stream
-state event queues a reconcile; the reconcile reads the stream's *latest* state (not the
-event's) and switches ``auto_push_stream`` to match: CONNECTED → on, DISCONNECTED/END → off,
-others leave it. A Redis lock per binding keeps two reconciles of one stream from running at
-once, on one host or many.
+state event queues a reconcile; the reconcile does not act on its event's state but on the
+binding's *target*: the latest state of the room's current job that implies something here
+(CONNECTED → on, DISCONNECTED/END → off; CONNECTING and RECONNECTING are passed over, see
+``workers.streams``). It PUTs ``auto_push_stream`` unless what we know was applied already
+matches, then re-reads the target and goes again if it moved meanwhile. What was applied is
+marked unknown before each PUT, so an answer lost after FlightHub acted is never trusted.
+A converter deleted at FlightHub is re-created (``create`` bindings) or fails visibly (a fixed
+``converter_id``). A lock per binding keeps two reconciles of one stream from running at once,
+on one host or many.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
+from typing import Any
 
 from redis import Redis
-from redis.exceptions import LockError
 
+from app.settings import Settings
 from app.vendor_settings import ConverterBinding, FlightHub
-from workers import streams
+from workers import actions, locks, streams
 from workers.actions import Skip, tracked
 from workers.clients import flighthub
 from workers.clients.http import VendorError
 from workers.context import redis as current_redis
 from workers.context import settings
+from workers.streams import stream_ref
 
 DESIRED = {"CONNECTED": True, "DISCONNECTED": False, "END": False}
 CONVERTER_PREFIX = "mh:converter:"
 CREATED_PREFIX = "mh:converter-binding:"
-LOCK_PREFIX = "mh:lock:converter:"
+LOCK_NAME = "converter:"  # mh:lock:converter:<binding>
 
-
-def stream_ref(room_id: str | None = None, output_url: str | None = None) -> str:
-    """The key a stream's state is kept under: its room id, or a digest of its output URL."""
-    if room_id:
-        return room_id
-    return "url-" + hashlib.sha256((output_url or "").encode()).hexdigest()[:16]
+__all__ = ["stream_ref"]  # still importable from here
 
 
 def binding_key(binding: ConverterBinding) -> str:
     return "room-" + binding.room_id if binding.room_id else stream_ref(output_url=binding.output_url)
+
+
+def binding_ref(binding: ConverterBinding) -> str:
+    """The scope whose states a binding follows: its room, or its output URL."""
+    return stream_ref(binding.room_id, binding.output_url)
 
 
 def bindings_for(cfg: FlightHub, room_id: str, output_url: str) -> list[ConverterBinding]:
@@ -47,6 +53,29 @@ def bindings_for(cfg: FlightHub, room_id: str, output_url: str) -> list[Converte
 
 def _binding(cfg: FlightHub, key: str) -> ConverterBinding | None:
     return next((b for b in cfg.bindings if binding_key(b) == key), None)
+
+
+def plan(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Queue a reconcile of every converter bound to this stream, unless the event's job is not
+    its scope's current job (then it moves nothing)."""
+    if s.flighthub is None:
+        return [], ["[flighthub] is not configured: no converter switching"]
+    bindings = bindings_for(s.flighthub, msg["room_id"], msg["output_url"])
+    if not bindings:
+        return [], [f"no [[flighthub.bindings]] entry for room {msg['room_id']}"]
+    action_ids, notes = [], []
+    for binding in bindings:
+        key = binding_key(binding)
+        current = streams.current_job(streams.states(redis, binding_ref(binding)))
+        if current != msg["job_id"]:
+            notes.append(f"job {msg['job_id']} is not the current job ({current}) of converter {key}: "
+                         "left as it is")
+            continue
+        action_id = f"converter-{key}-{event_id}"
+        actions.enqueue(redis, action_id, reconcile, kind="converter.reconcile", event_id=event_id,
+                        policy=s.flighthub.http, params={"action_id": action_id, "binding": key})
+        action_ids.append(action_id)
+    return action_ids, notes
 
 
 def ensure_converter(cfg: FlightHub, redis: Redis, key: str, binding: ConverterBinding) -> str:
@@ -77,7 +106,7 @@ def ensure_converter(cfg: FlightHub, redis: Redis, key: str, binding: ConverterB
 
 
 def reconcile(action_id: str, binding: str) -> None:
-    """Make the binding's converter match the latest state of its stream."""
+    """Make the binding's converter match its stream's target state."""
     redis = current_redis()
     with tracked(redis, action_id) as out:
         cfg = settings().flighthub
@@ -86,41 +115,74 @@ def reconcile(action_id: str, binding: str) -> None:
         spec = _binding(cfg, binding)
         if spec is None:
             raise Skip(f"no [[flighthub.bindings]] entry {binding} any more")
-        lock = redis.lock(LOCK_PREFIX + binding, timeout=4 * (cfg.http.connect_timeout + cfg.http.read_timeout) + 30,
-                          blocking_timeout=2 * (cfg.http.connect_timeout + cfg.http.read_timeout) + 10)
-        if not lock.acquire():
-            raise RuntimeError(f"converter {binding} is busy with another reconcile")
-        try:
+        call = cfg.http.connect_timeout + cfg.http.read_timeout
+        with locks.locked(redis, LOCK_NAME + binding, wait=2 * call + 10):
             out["result"] = _converge(cfg, redis, binding, spec)
-        finally:
-            try:
-                lock.release()
-            except LockError:
-                pass  # expired while we worked: the next reconcile re-checks anyway
+
+
+def _applied(redis: Redis, converter_id: str, desired: bool) -> bool:
+    """True if we know the converter already has ``desired`` (no call of unknown outcome since)."""
+    value, pending = redis.hmget(CONVERTER_PREFIX + converter_id, "auto_push_stream", "pending")
+    return pending is None and value == (b"1" if desired else b"0")
+
+
+def _forget(redis: Redis, key: str, converter_id: str) -> None:
+    """The converter is gone at FlightHub: drop its id (if we created it) and what we applied."""
+    redis.delete(CONVERTER_PREFIX + converter_id)
+    pipe = redis.pipeline()
+    pipe.watch(CREATED_PREFIX + key)
+    if pipe.get(CREATED_PREFIX + key) == converter_id.encode():
+        pipe.multi()
+        pipe.delete(CREATED_PREFIX + key)
+        pipe.execute()
+    pipe.reset()
+
+
+def _switch(cfg: FlightHub, redis: Redis, key: str, spec: ConverterBinding, converter_id: str,
+            stream: dict[str, Any], desired: bool) -> bool:
+    """PUT auto_push_stream; False if the converter no longer exists (and a new one may be made)."""
+    # Unknown until the answer comes: a lost answer or a crash leaves "pending", which the next
+    # reconcile does not trust, so it PUTs again whatever the vendor did with this one.
+    redis.hset(CONVERTER_PREFIX + converter_id, "pending", int(desired))
+    try:
+        flighthub.set_auto_push(cfg, converter_id, desired)
+    except VendorError as exc:
+        if exc.code not in flighthub.NOT_FOUND:
+            raise
+        _forget(redis, key, converter_id)
+        if spec.converter_id:
+            raise VendorError(flighthub.VENDOR, f"{exc.message}: converter {converter_id} of binding {key} is gone "
+                              "at FlightHub; set another converter_id (or use create)", transient=False,
+                              code=exc.code, status=exc.status) from exc
+        return False
+    pipe = redis.pipeline()
+    pipe.hset(CONVERTER_PREFIX + converter_id, mapping={
+        "auto_push_stream": int(desired), "state": stream["state"], "event_id": stream["event_id"],
+        "job_id": stream["job_id"], "applied_at": repr(time.time()), "binding": key})
+    pipe.hdel(CONVERTER_PREFIX + converter_id, "pending")
+    pipe.hincrby(CONVERTER_PREFIX + converter_id, "switches", 1)
+    pipe.execute()
+    return True
 
 
 def _converge(cfg: FlightHub, redis: Redis, key: str, spec: ConverterBinding) -> dict:
-    ref = stream_ref(spec.room_id, spec.output_url)
+    ref = binding_ref(spec)
+    changed = False
     for _ in range(5):
-        stream = streams.latest(redis, ref)
-        desired = DESIRED.get(stream["state"]) if stream else None
-        if desired is None:
-            raise Skip(f"stream state {stream['state'] if stream else 'unknown'} leaves the converter as it is")
+        stream = streams.target(streams.states(redis, ref), DESIRED)
+        if stream is None:
+            latest = streams.latest(redis, ref)
+            raise Skip(f"stream state {latest['state'] if latest else 'unknown'} leaves the converter as it is")
+        desired = DESIRED[stream["state"]]
         converter_id = ensure_converter(cfg, redis, key, spec)
-        applied = redis.hget(CONVERTER_PREFIX + converter_id, "auto_push_stream")
-        if applied != (b"1" if desired else b"0"):
-            flighthub.set_auto_push(cfg, converter_id, desired)
-            redis.hset(CONVERTER_PREFIX + converter_id, mapping={
-                "auto_push_stream": int(desired), "state": stream["state"], "event_id": stream["event_id"],
-                "applied_at": repr(time.time()), "binding": key})
-            redis.hincrby(CONVERTER_PREFIX + converter_id, "switches", 1)
+        if not _applied(redis, converter_id, desired):
+            if not _switch(cfg, redis, key, spec, converter_id, stream, desired):
+                continue  # deleted at FlightHub: the next round creates it again
             changed = True
-        else:
-            changed = False
-        after = streams.latest(redis, ref)
-        if after and after["received_at"] == stream["received_at"]:
+        after = streams.target(streams.states(redis, ref), DESIRED)
+        if after and after["event_id"] == stream["event_id"]:
             return {"converter_id": converter_id, "auto_push_stream": desired, "state": stream["state"],
-                    "changed": changed}
+                    "event_id": stream["event_id"], "changed": changed}
     raise RuntimeError("stream state kept changing during the reconcile; retrying")
 
 

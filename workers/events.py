@@ -22,11 +22,13 @@ from app.settings import Settings
 from app.sources import SOURCES
 from app.sources.base import Parsed
 from app.store import EVENT_PREFIX
-from workers import actions, converter, streams, timeline, transcode
-from workers.clients import koophone
+from workers import converter, streams, timeline, transcode, video_settings
 from workers.context import settings
 
 log = logging.getLogger(__name__)
+
+SWITCH_NOTES = {"older": ["a switch ordered after this one already moved the script timeline"],
+                "same": ["the script timeline already showed this paragraph"]}
 
 
 def _parse(record: dict[bytes, bytes]) -> Parsed:
@@ -52,18 +54,21 @@ def _process(event_id: str) -> str:
         log.warning("event %s: record expired before processing", event_id)
         return "expired"
     received_at = float(record[b"received_at"])
+    sent_at = float(record[b"sent_at"]) if record.get(b"sent_at") else None
     if record.get(b"status") == b"ignored":
         return "ignored"
     parsed = _parse(record)
-    action_ids, notes = decide(redis, settings(), event_id, parsed, received_at)
+    action_ids, notes = decide(redis, settings(), event_id, parsed, received_at, sent_at)
     redis.hset(key, mapping={"status": "processed", "processed_at": repr(time.time()),
                              "actions": json.dumps(action_ids), "notes": json.dumps(notes)})
     log.info("event %s processed (%s): %d action(s)", event_id, parsed.event_type, len(action_ids))
     return "processed"
 
 
-def decide(redis: Redis, s: Settings, event_id: str, parsed: Parsed, received_at: float) -> tuple[list[str], list[str]]:
-    """(action ids queued, notes on what was not done and why) for one event."""
+def decide(redis: Redis, s: Settings, event_id: str, parsed: Parsed, received_at: float,
+           sent_at: float | None = None) -> tuple[list[str], list[str]]:
+    """(action ids queued, notes on what was not done and why) for one event. ``sent_at`` is the
+    vendor's signed send time, where the request carried one (it orders live events)."""
     data = parsed.data
     if parsed.event_type == "VOD_UPLOAD":
         if s.transcoder is None:
@@ -72,48 +77,22 @@ def decide(redis: Redis, s: Settings, event_id: str, parsed: Parsed, received_at
     if parsed.event_type == "VOD_TRANSCODE":
         return [], ["CDNetworks finished its own transcoding: recorded, nothing to call"]
     if parsed.event_type == "RTMP_STREAM_STATE_CHANGE":
-        return _stream_state(redis, s, event_id, data, received_at)
+        return _stream_state(redis, s, event_id, data, received_at, sent_at)
     if parsed.event_type == "SHOOT_SCRIPT_SWITCH":
-        moved = timeline.script_switched(redis, data, received_at, event_id)
-        return [], [] if moved else ["an event received later already moved the script timeline"]
+        outcome = timeline.script_switched(redis, data, received_at, event_id, sent_at)
+        return [], SWITCH_NOTES.get(outcome, [])
     if parsed.event_type == "REPLY_COMMAND_FINISH":
         timeline.reply_finished(redis, data, received_at)
         return [], []
     return [], [f"no actions for {parsed.event_type}"]
 
 
-def _stream_state(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any],
-                  received_at: float) -> tuple[list[str], list[str]]:
-    room_id, state, output_url = msg["room_id"], msg["state"], msg["output_url"]
-    latest = True
-    for ref in (room_id, converter.stream_ref(output_url=output_url)):
-        latest = streams.record_state(redis, ref, state, received_at, event_id, msg["job_id"], output_url) and latest
-    action_ids: list[str] = []
-    notes = [] if latest else [f"a later state of stream {room_id} was already recorded; converging on it"]
-    if s.flighthub is None:
-        notes.append("[flighthub] is not configured: no converter switching")
-    else:
-        bindings = converter.bindings_for(s.flighthub, room_id, output_url)
-        if not bindings:
-            notes.append(f"no [[flighthub.bindings]] entry for room {room_id}")
-        for binding in bindings:
-            key = converter.binding_key(binding)
-            action_id = f"converter-{key}-{event_id}"
-            actions.enqueue(redis, action_id, converter.reconcile, kind="converter.reconcile", event_id=event_id,
-                            policy=s.flighthub.http, params={"action_id": action_id, "binding": key})
-            action_ids.append(action_id)
-    if s.koophone is None:
-        notes.append("[koophone] is not configured: no cloud-phone settings")
-    else:
-        for n, binding in enumerate(s.koophone.bindings):
-            profile = binding.on_state.get(state) if binding.room_id == room_id else None
-            if not profile:
-                continue
-            for b, batch in enumerate(koophone.batches(binding.instance_ids)):
-                action_id = f"koophone-{event_id}-{n}-{b}"
-                actions.enqueue(redis, action_id, "workers.video_settings.apply", kind="koophone.apply",
-                                event_id=event_id, policy=s.koophone.http,
-                                params={"action_id": action_id, "profile": profile, "instance_ids": batch,
-                                        "room_id": room_id, "state": state})
-                action_ids.append(action_id)
-    return action_ids, notes
+def _stream_state(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any], received_at: float,
+                  sent_at: float | None) -> tuple[list[str], list[str]]:
+    """Keep the state, then queue the reconciles of what follows this stream (each converges on
+    the stream's target state, whatever order the events come in)."""
+    streams.record_state(redis, room_id=msg["room_id"], job_id=msg["job_id"], output_url=msg["output_url"],
+                         state=msg["state"], event_id=event_id, received_at=received_at, sent_at=sent_at)
+    action_ids, notes = converter.plan(redis, s, event_id, msg)
+    more_ids, more_notes = video_settings.plan(redis, s, event_id, msg)
+    return action_ids + more_ids, notes + more_notes

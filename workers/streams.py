@@ -1,52 +1,126 @@
-"""The latest known state of each live stream, kept so actions converge on it.
+"""Every state of every live stream, in the vendor's order, so actions converge on the right one.
 
-Stream events may arrive late, twice or out of order, and event jobs may run out of order:
-a state is recorded only if its event was received after the one already recorded.
+A stream is what MetaStudio streams: one live job's output in one room (room + job + output
+URL). Its states arrive late, twice and out of order, and event jobs run out of order, so every
+state is kept (not just "the latest") and ordered when read:
+
+* **order** = (vendor's signed send time, else our receive time; receive time; event id). The
+  signed time (``sent_at``) is whole seconds, so states signed in one second keep their arrival
+  order.
+* **current job** of a room (or of an output URL) = the job whose *first* state is the latest:
+  a new job supersedes the previous one for good, so the previous job's END, however late it is
+  delivered, moves nothing.
+* **target** of a binding = the latest state of the current job among the states that mean
+  something to that binding (CONNECTED/DISCONNECTED/END for a converter, the ``on_state`` keys
+  for cloud phones); states that mean nothing (RECONNECTING for a converter) are passed over.
+
+A repeated state (a re-delivery) is just one more entry with the same state; reconcilers
+compare what is applied with the target, so it leads to no second call.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Container
 from typing import Any
 
 from redis import Redis
 
-STREAM_PREFIX = "mh:stream:"
-HISTORY_SUFFIX = ":history"
+STATES_PREFIX = "mh:stream-states:"
+STREAMS_INDEX = "mh:streams"
 STREAM_TTL = 30 * 86400
-
-# KEYS: stream hash, history zset; ARGV: received_at, state, event_id, job_id, output_url, ttl
-_RECORD = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'received_at') or '-1')
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3] .. ':' .. ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-if tonumber(ARGV[1]) <= current then return 0 end
-redis.call('HSET', KEYS[1], 'received_at', ARGV[1], 'state', ARGV[2], 'event_id', ARGV[3],
-           'job_id', ARGV[4], 'output_url', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-return 1
-"""
+MAX_STREAMS = 10000  # listed by list_streams; older ones drop out of the index
+MAX_STATES = 1000  # per room / output URL: a week of reconnects, far more than any reconcile needs
 
 
-def record_state(redis: Redis, room_id: str, state: str, received_at: float, event_id: str, job_id: str,
-                 output_url: str) -> bool:
-    """True if this became the stream's latest state; False if a later event already won."""
-    script = redis.register_script(_RECORD)
-    return bool(script(keys=[STREAM_PREFIX + room_id, STREAM_PREFIX + room_id + HISTORY_SUFFIX],
-                       args=[repr(received_at), state, event_id, job_id, output_url, STREAM_TTL]))
+def stream_ref(room_id: str | None = None, output_url: str | None = None) -> str:
+    """The key a scope's states are kept under: its room id, or a digest of its output URL."""
+    if room_id:
+        return room_id
+    return "url-" + hashlib.sha256((output_url or "").encode()).hexdigest()[:16]
 
 
-def latest(redis: Redis, room_id: str) -> dict[str, Any] | None:
-    raw = redis.hgetall(STREAM_PREFIX + room_id)
-    if not raw:
-        return None
-    doc: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-    doc["received_at"] = float(doc["received_at"])
-    return doc
+def _at(received_at: float, sent_at: float | None) -> float:
+    return sent_at if sent_at is not None else received_at
 
 
-def history(redis: Redis, room_id: str) -> list[dict[str, Any]]:
+def record_state(redis: Redis, *, room_id: str, job_id: str, output_url: str, state: str, event_id: str,
+                 received_at: float, sent_at: float | None) -> None:
+    """Keep one state under its room and its output URL (idempotent: a replay adds nothing)."""
+    at = _at(received_at, sent_at)
+    entry = json.dumps({"event_id": event_id, "state": state, "room_id": room_id, "job_id": job_id,
+                        "output_url": output_url, "received_at": received_at, "sent_at": sent_at, "at": at},
+                       sort_keys=True)
+    pipe = redis.pipeline()
+    for ref in (room_id, stream_ref(output_url=output_url)):
+        key = STATES_PREFIX + ref
+        pipe.zadd(key, {entry: at})
+        pipe.zremrangebyrank(key, 0, -MAX_STATES - 1)
+        pipe.expire(key, STREAM_TTL)
+    pipe.zadd(STREAMS_INDEX, {json.dumps([room_id, job_id, output_url]): at}, gt=True)
+    pipe.zremrangebyrank(STREAMS_INDEX, 0, -MAX_STREAMS - 1)
+    pipe.execute()
+
+
+def order_key(entry: dict[str, Any]) -> tuple[float, float, str]:
+    return entry["at"], entry["received_at"], entry["event_id"]
+
+
+def states(redis: Redis, ref: str) -> list[dict[str, Any]]:
+    """Every state kept for a room (or ``url-…`` ref), oldest first in stream order."""
+    return sorted((json.loads(m) for m in redis.zrange(STATES_PREFIX + ref, 0, -1)), key=order_key)
+
+
+def current_job(entries: list[dict[str, Any]]) -> str | None:
+    """The job whose first state is the latest (entries in stream order)."""
+    first: dict[str, tuple] = {}
+    for entry in entries:
+        first.setdefault(entry["job_id"], order_key(entry))
+    return max(first, key=first.__getitem__) if first else None
+
+
+def target(entries: list[dict[str, Any]], meaningful: Container[str]) -> dict[str, Any] | None:
+    """The latest state of the current job that means something to a binding, or None."""
+    job = current_job(entries)
+    return next((e for e in reversed(entries) if e["job_id"] == job and e["state"] in meaningful), None)
+
+
+def is_current(redis: Redis, ref: str, job_id: str) -> bool:
+    return current_job(states(redis, ref)) == job_id
+
+
+def latest(redis: Redis, ref: str) -> dict[str, Any] | None:
+    """The latest state of the current job of a room (or ``url-…`` ref)."""
+    entries = states(redis, ref)
+    job = current_job(entries)
+    return next((e for e in reversed(entries) if e["job_id"] == job), None)
+
+
+def history(redis: Redis, ref: str) -> list[dict[str, Any]]:
+    """Every state of a room, all jobs, in stream order."""
+    return states(redis, ref)
+
+
+def stream_history(redis: Redis, room_id: str, job_id: str) -> list[dict[str, Any]]:
+    """One job's states in a room (all its outputs), in stream order."""
+    return [e for e in states(redis, room_id) if e["job_id"] == job_id]
+
+
+def list_streams(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
+    """The streams with the latest states, newest first: room_id, job_id, output_url, state, at,
+    and ``current`` (whether its job is its room's current job)."""
     out = []
-    for member, score in redis.zrange(STREAM_PREFIX + room_id + HISTORY_SUFFIX, 0, -1, withscores=True):
-        event_id, _, state = member.decode().partition(":")
-        out.append({"event_id": event_id, "state": state, "received_at": score})
+    by_room: dict[str, list[dict[str, Any]]] = {}
+    for member in redis.zrevrange(STREAMS_INDEX, 0, limit - 1):
+        room_id, job_id, output_url = json.loads(member)
+        if room_id not in by_room:
+            by_room[room_id] = states(redis, room_id)
+        entries = by_room[room_id]
+        mine = [e for e in entries if e["job_id"] == job_id and e["output_url"] == output_url]
+        if not mine:
+            continue  # its states expired or were trimmed
+        last = mine[-1]
+        out.append({"room_id": room_id, "job_id": job_id, "output_url": output_url, "state": last["state"],
+                    "at": last["at"], "current": current_job(entries) == job_id})
     return out

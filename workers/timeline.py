@@ -10,22 +10,39 @@ LIVE_PREFIX = "mh:live:"
 REPLIES_SUFFIX = ":replies"
 LIVE_TTL = 30 * 86400
 
-# Only a switch received after the recorded one moves the timeline (events arrive out of order).
+# Switches are ordered like stream states: by the vendor's signed time where the request had one,
+# else by our receive time, receive time breaking ties. A later switch to a different paragraph
+# moves the timeline; a later one to the paragraph already shown (a re-delivery) only advances
+# the recorded order, so an older switch delivered after it cannot move the timeline back.
+# Returns "moved", "same" or "older".
 _SWITCH = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'script_received_at') or '-1')
-if tonumber(ARGV[1]) <= current then return 0 end
-redis.call('HSET', KEYS[1], 'script_received_at', ARGV[1], 'room_id', ARGV[2], 'scene_script_name', ARGV[3],
-           'shoot_script_sequence_no', ARGV[4], 'shoot_script_title', ARGV[5], 'script_event_id', ARGV[6])
+local at = tonumber(redis.call('HGET', KEYS[1], 'script_at') or redis.call('HGET', KEYS[1], 'script_received_at')
+                    or '-1')
+local received = tonumber(redis.call('HGET', KEYS[1], 'script_received_at') or '-1')
+local new_at, new_received = tonumber(ARGV[8]), tonumber(ARGV[1])
+if new_at < at or (new_at == at and new_received <= received) then return 'older' end
+local same = redis.call('HGET', KEYS[1], 'scene_script_name') == ARGV[3]
+             and redis.call('HGET', KEYS[1], 'shoot_script_sequence_no') == ARGV[4]
+             and redis.call('HGET', KEYS[1], 'shoot_script_title') == ARGV[5]
+redis.call('HSET', KEYS[1], 'script_at', ARGV[8], 'script_received_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[7])
-return 1
+if same then return 'same' end
+redis.call('HSET', KEYS[1], 'room_id', ARGV[2], 'scene_script_name', ARGV[3], 'shoot_script_sequence_no', ARGV[4],
+           'shoot_script_title', ARGV[5], 'script_event_id', ARGV[6])
+return 'moved'
 """
 
 
-def script_switched(redis: Redis, msg: dict[str, Any], received_at: float, event_id: str) -> bool:
+def script_switched(redis: Redis, msg: dict[str, Any], received_at: float, event_id: str,
+                    sent_at: float | None = None) -> str:
+    """Record a script switch: "moved" (the timeline shows it now), "same" (it already showed
+    that paragraph: no change) or "older" (a switch ordered after it is already recorded)."""
     script = redis.register_script(_SWITCH)
-    return bool(script(keys=[LIVE_PREFIX + msg["job_id"]], args=[
-        repr(received_at), msg["room_id"], msg.get("scene_script_name") or "", msg["shoot_script_sequence_no"],
-        msg.get("shoot_script_title") or "", event_id, LIVE_TTL]))
+    at = sent_at if sent_at is not None else received_at
+    outcome = script(keys=[LIVE_PREFIX + msg["job_id"]], args=[
+        repr(received_at), msg["room_id"], msg.get("scene_script_name") or "", str(msg["shoot_script_sequence_no"]),
+        msg.get("shoot_script_title") or "", event_id, LIVE_TTL, repr(float(at))])
+    return outcome.decode() if isinstance(outcome, bytes) else outcome
 
 
 def reply_finished(redis: Redis, msg: dict[str, Any], received_at: float) -> None:
