@@ -325,12 +325,7 @@ def live_job(redis: Redis, s: Settings | None, job_id: str) -> dict[str, Any] | 
         return None
     room_id = shown.get("room_id") or ""
     latest = streams.latest(redis, room_id) if room_id else None
-    history = streams.history(redis, room_id) if room_id else []
-    pipe = redis.pipeline(transaction=False)
-    for entry in history:
-        pipe.hget(EVENT_PREFIX + entry["event_id"], "refs")
-    for entry, refs in zip(history, pipe.execute() if history else [], strict=True):
-        entry["job_id"] = json.loads(refs).get("job_id") if refs else None
+    history = streams.history(redis, room_id) if room_id else []  # stream order; each state keeps its job_id
     converters = []
     if s is not None and s.flighthub is not None and room_id:
         output_url = shown.get("output_url") or (latest or {}).get("output_url") or ""
