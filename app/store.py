@@ -210,12 +210,13 @@ def dedup_digest(source: str, endpoint: str, body: bytes, salt: str = "") -> str
     """The delivery-dedup key of a body; ``salt`` (e.g. a signed send time) sets apart
     deliveries whose bytes alone do not say whether they are the same request."""
     head = f"{source}/{endpoint}\0" + (f"{salt}\0" if salt else "")
-    return hashlib.sha256(head.encode() + body).hexdigest()
+    return hashlib.sha256(head.encode("utf-8", "surrogatepass") + body).hexdigest()
 
 
 def scope_digest(source: str, endpoint: str, scope: str) -> str:
     """The key of what a body is a state of (one stream), for ``mh:dedup-last:``."""
-    return hashlib.sha256(f"{source}/{endpoint}\0{scope}".encode()).hexdigest()
+    # surrogatepass: a JSON body may carry lone surrogates ("\ud800"), which are still its own
+    return hashlib.sha256(f"{source}/{endpoint}\0{scope}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def job_id_for(event_id: str) -> str:

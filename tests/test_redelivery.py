@@ -300,3 +300,11 @@ def test_an_undeduplicated_event_drained_twice_is_recorded_once(none_app, redis_
     spool.write(runtime.settings.spool_dir, again)
     assert spool.drain_once(runtime.settings.spool_dir, runtime.store) == 1
     assert jobs(redis_client) == 1
+
+
+def test_a_stream_named_with_a_lone_surrogate_is_still_accepted(mss_a, redis_client):
+    """JSON may carry lone surrogates ("\\ud800"); naming the stream must not turn them into a 500."""
+    client, path = mss_a.test_client(), signed_path()
+    answers = [client.post(path, data=state(s, room="room-\ud800")) for s in ("CONNECTED", "END", "CONNECTED")]
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert jobs(redis_client) == 3
