@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from app import admin, errors, health, logs, metrics, openapi, proxies, spool
+from app import admin, console, errors, health, logs, metrics, openapi, proxies, spool, traffic
 from app import settings as settings_mod
 from app.batching import IngestBatcher
 from app.receive import make_view
@@ -50,8 +50,10 @@ def create_app(settings: Settings | None = None, *, start_drainer: bool = True, 
                              methods=["POST"])
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
+    console.init_app(app)
     openapi.init_app(app)
     metrics.init_app(app, settings)
+    traffic.init_app(app, store.redis, settings)  # inside proxies: sees the client's address
     proxies.init_app(app, settings)
     errors.register(app)
     return app

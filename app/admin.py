@@ -12,11 +12,12 @@ import hashlib
 import hmac
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from marshmallow import Schema, ValidationError
 from redis import Redis, RedisError
 
 from app import api_schemas as s
+from app import audit
 from app.fields import flatten_errors
 from app.receive import Unsupported, decode_body, error_response, json_response, read_body
 from app.settings import Settings
@@ -63,13 +64,36 @@ def token_ok(header: str | None, expected: str | None) -> bool:
                                digest(expected.encode("utf-8")).digest())
 
 
+def token_owner(given: str | None, settings: Settings) -> str | None:
+    """The name of the admin token ``given`` is (``[admin] token`` is "admin"), or None. Every
+    configured token is compared, so the time taken does not tell which one matched."""
+    if not given:
+        return None
+    found = None
+    for name, token in settings.admin_tokens:
+        if token_ok("Bearer " + given, token) and found is None:
+            found = name
+    return found
+
+
+def _bearer(header: str | None) -> str | None:
+    scheme, _, given = (header or "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" and given.strip() else None
+
+
+def _audit(action: str, **detail: Any) -> None:
+    audit.record(_runtime()[0], g.get("admin_who") or "?", action, "api", **detail)
+
+
 @bp.before_app_request
 def _authenticate() -> Response | None:
     # An app-wide hook, so unknown paths and wrong methods under /api/ are 401 too: without
     # the token, nothing about the API is revealed.
     if request.path != "/api" and not request.path.startswith("/api/"):
         return None
-    if token_ok(request.headers.get("Authorization"), _runtime()[1].admin_token):
+    who = token_owner(_bearer(request.headers.get("Authorization")), _runtime()[1])
+    if who is not None:
+        g.admin_who = who
         return None
     response = error_response(401, "unauthorized")
     response.headers["WWW-Authenticate"] = 'Bearer realm="mediahook admin"'
@@ -135,6 +159,7 @@ def replay_event(event_id: str) -> Response:
         job_id = _ops().replay(redis, event_id, settings)
     except LookupError as exc:
         return error_response(404, str(exc))
+    _audit("replay", event_id=event_id, job_id=job_id)
     return json_response(202, s.ReplayAccepted().dump({"event_id": event_id, "job_id": job_id}))
 
 
@@ -158,7 +183,10 @@ def requeue_failed() -> Response:
             return error_response(404, f"no failed action or event job {data['id']}")
     else:
         items = _ops().failed_items(redis, **data.get("filter", {}))
-    return json_response(200, s.RequeueResult().dump(_ops().requeue_failed(redis, settings, items)))
+    result = _ops().requeue_failed(redis, settings, items)
+    _audit("requeue", request={k: v for k, v in data.items()}, requeued=len(result["requeued"]),
+           skipped=len(result["skipped"]), ids=result["requeued"][:50])
+    return json_response(200, s.RequeueResult().dump(result))
 
 
 # --- live jobs, transcodes ------------------------------------------------------------------
@@ -180,6 +208,7 @@ def start_live_job() -> Response:
         action_id = _ops().live_start(redis, settings, data["room_id"], data["output_url"], data["stream_key"])
     except ValueError as exc:  # what the configuration lacks (no [metastudio], no public_base_url)
         return error_response(409, str(exc))
+    _audit("live.start", room_id=data["room_id"], action_id=action_id)  # never the stream key
     return json_response(202, s.ActionQueued().dump({"action_id": action_id}))
 
 
@@ -206,4 +235,5 @@ def koophone_apply() -> Response:
         action_ids = _ops().koophone_apply(redis, settings, data["profile"], data["instance_ids"])
     except ValueError as exc:  # ops' own checks of the input, should they ever go beyond the schema's
         return error_response(400, "invalid payload", errors={"_body": [str(exc)]})
+    _audit("koophone.apply", profile=data["profile"], instances=len(data["instance_ids"]), action_ids=action_ids)
     return json_response(202, s.ActionsQueued().dump({"action_ids": action_ids}))

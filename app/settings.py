@@ -78,6 +78,9 @@ class Settings:
     koophone: KooPhone | None = None
     metastudio_api: MetaStudioApi | None = None
     admin_token: str | None = field(default=None, repr=False)
+    # Named admin tokens, (name, token) pairs: the audit log says who did what. `[admin] token`
+    # is among them as "admin". A tuple, not a dict: Settings stays hashable.
+    admin_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     trusted_proxies: tuple[str, ...] = ()
     log_format: str = "json"
     log_level: str = "INFO"
@@ -144,9 +147,25 @@ class RedisSchema(_Strict):
                 raise ValidationError(str(exc).removeprefix("redis.url: ")) from None
 
 
+ADMIN_TOKEN_NAME = "admin"  # the name `[admin] token` goes by in the audit log
+
+
 class AdminSchema(_Strict):
     # Bearer token for /api/ and /rq; without one, both answer 401 (fail closed).
     token = fields.String(load_default=None, validate=validate.Length(min=16))
+    # More tokens, one per person or system: name -> token. Any of them opens /api/ and the console.
+    tokens = fields.Dict(keys=fields.String(validate=validate.Regexp(
+        r"^[A-Za-z0-9_.@-]{1,64}$", error="Token names are 1-64 letters, digits, _ . @ -.")),
+        values=fields.String(validate=validate.Length(min=16)), load_default=dict)
+
+    @validates_schema
+    def _distinct(self, data: dict, **_: Any) -> None:
+        named = dict(data["tokens"])
+        if data["token"] and ADMIN_TOKEN_NAME in named:
+            raise ValidationError(f"{ADMIN_TOKEN_NAME!r} is the name of [admin] token: use another", "tokens")
+        values = [*named.values(), *([data["token"]] if data["token"] else [])]
+        if len(set(values)) != len(values):
+            raise ValidationError("two names share one token: the audit log could not tell them apart", "tokens")
 
 
 def _network(value: str) -> None:
@@ -209,6 +228,11 @@ def _apply_env(raw: dict, env: Mapping[str, str]) -> dict:
     return raw
 
 
+def _admin_tokens(admin: dict) -> tuple[tuple[str, str], ...]:
+    named = sorted(admin["tokens"].items())
+    return ((ADMIN_TOKEN_NAME, admin["token"]), *named) if admin["token"] else tuple(named)
+
+
 def build(raw: dict, env: Mapping[str, str] | None = None, source_file: str | None = None) -> Settings:
     """Validate a config mapping (as parsed from TOML) plus the environment into Settings."""
     raw = _apply_env(copy.deepcopy(raw), os.environ if env is None else env)
@@ -237,6 +261,7 @@ def build(raw: dict, env: Mapping[str, str] | None = None, source_file: str | No
         koophone=data["koophone"],
         metastudio_api=data["metastudio"],
         admin_token=data["admin"]["token"],
+        admin_tokens=_admin_tokens(data["admin"]),
         trusted_proxies=tuple(data["web"]["trusted_proxies"]),
         log_format=data["logging"]["format"],
         log_level=data["logging"]["level"],

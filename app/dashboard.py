@@ -1,0 +1,188 @@
+"""Figures the console and the admin API show beyond workers.ops: the overview (traffic per
+minute, queues, workers, failures, spool, live streams), the streams live now, and the videos
+with transcodes, by state.
+
+Everything here reads Redis in a few pipelined round trips and is bounded: key scans stop after
+``SCAN_BUDGET`` keys, lists after their limit, so a large store costs the same as a small one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis import Redis, RedisError
+from rq import Queue, Worker
+from rq.job import Job
+from rq.utils import utcparse
+
+from app import rejections, spool, traffic
+from app.settings import Settings
+
+SCAN_BUDGET = 5000  # keys looked at, at most, by one streams or transcodes listing
+LIVE_STATES = ("CONNECTING", "CONNECTED", "RECONNECTING")
+# Transcode rung states that ended badly, shown first.
+BAD_RUNG_STATES = ("failed", "timed_out", "deleted")
+FINAL_RUNG_STATES = ("success", *BAD_RUNG_STATES)
+
+
+def _ops():
+    from workers import ops  # at first use: see app.admin._ops
+
+    return ops
+
+
+# --- queues and workers -----------------------------------------------------------------------
+
+def _stamp(raw: bytes | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        return utcparse(raw.decode()).timestamp()
+    except ValueError:
+        return None
+
+
+def queues(redis: Redis) -> list[dict[str, Any]]:
+    """Per RQ queue: jobs waiting, the oldest one's age, scheduled, running and failed jobs."""
+    from workers.queues import QUEUES
+
+    qs = [Queue(name, connection=redis) for name in QUEUES]
+    pipe = redis.pipeline(transaction=False)
+    for q in qs:
+        pipe.llen(q.key)
+        pipe.lindex(q.key, 0)
+        pipe.zcard(q.scheduled_job_registry.key)
+        pipe.zcard(q.started_job_registry.key)
+        pipe.zcard(q.failed_job_registry.key)
+    raw = pipe.execute()
+    heads = [raw[i * 5 + 1] for i in range(len(qs))]
+    pipe = redis.pipeline(transaction=False)
+    for head in heads:
+        pipe.hget(Job.key_for(head.decode()), "enqueued_at") if head else pipe.echo("")
+    stamps = pipe.execute()
+    now = time.time()
+    out = []
+    for i, q in enumerate(qs):
+        depth, _, scheduled, started, failed = raw[i * 5:i * 5 + 5]
+        enqueued = _stamp(stamps[i]) if heads[i] else None
+        out.append({"name": q.name, "depth": depth, "oldest_age": round(max(0.0, now - enqueued), 1) if enqueued
+                    else 0.0, "scheduled": scheduled, "started": started, "failed": failed})
+    return out
+
+
+def workers(redis: Redis) -> list[dict[str, Any]]:
+    """RQ workers registered (RQ drops one whose heartbeat stopped) and what they do."""
+    out = []
+    for w in Worker.all(connection=redis):
+        beat = w.last_heartbeat.timestamp() if w.last_heartbeat else None
+        out.append({"name": w.name, "hostname": w.hostname or "", "pid": w.pid, "state": str(w.state),
+                    "queues": [q.name for q in w.queues], "last_heartbeat": beat})
+    return sorted(out, key=lambda w: w["name"])
+
+
+# --- live streams -------------------------------------------------------------------------------
+
+def _stream_module():
+    from workers import streams
+
+    return streams
+
+
+def streams_now(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
+    """Streams by latest state, live ones first, newest first: ``streams.list_streams`` where the
+    worker side provides it, else a bounded scan of the per-room stream records."""
+    streams = _stream_module()
+    if hasattr(streams, "list_streams"):
+        found = streams.list_streams(redis, limit=limit)
+        return sorted(found, key=lambda s: (s.get("state") not in LIVE_STATES, -(s.get("at") or 0)))
+    prefix, history = streams.STREAM_PREFIX, streams.HISTORY_SUFFIX
+    keys = []
+    for n, key in enumerate(redis.scan_iter(match=prefix + "*", count=500)):
+        if n >= SCAN_BUDGET:
+            break
+        name = key.decode()
+        if not name.endswith(history):
+            keys.append(name)
+    pipe = redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.hmget(key, "state", "received_at", "job_id", "output_url", "event_id")
+    out = []
+    for key, (state, at, job_id, output_url, event_id) in zip(keys, pipe.execute() if keys else [], strict=True):
+        if state is None:
+            continue
+        out.append({"room_id": key[len(prefix):], "job_id": (job_id or b"").decode(), "state": state.decode(),
+                    "at": float(at or 0), "output_url": (output_url or b"").decode(),
+                    "event_id": (event_id or b"").decode(), "current": True})
+    out.sort(key=lambda s: (s["state"] not in LIVE_STATES, -s["at"]))
+    return out[:limit]
+
+
+def stream_history(redis: Redis, room_id: str, job_id: str | None = None) -> list[dict[str, Any]]:
+    """A room's (or room and job's) states, oldest first."""
+    streams = _stream_module()
+    if hasattr(streams, "stream_history") and job_id:
+        return list(streams.stream_history(redis, room_id, job_id))
+    return streams.history(redis, room_id)
+
+
+# --- transcodes ---------------------------------------------------------------------------------
+
+def _video_state(rungs: list[dict[str, Any]]) -> str:
+    states = {r.get("state") for r in rungs}
+    if states & set(BAD_RUNG_STATES):
+        return "failed"
+    if states <= {"success"}:
+        return "done"
+    return "running"
+
+
+def videos(redis: Redis, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Videos with transcodes (from a bounded scan of the per-video rung sets): those with a
+    failed, timed-out or deleted rung first, then running, then done; newest change first.
+    ``state`` (failed, running, done) keeps one group."""
+    from workers import transcode
+
+    prefix = transcode.VIDEO_RUNGS_PREFIX
+    ids = []
+    for n, key in enumerate(redis.scan_iter(match=prefix + "*", count=500)):
+        if n >= SCAN_BUDGET:
+            break
+        ids.append(key.decode()[len(prefix):])
+    out = []
+    for video_id in ids:
+        rungs = _ops().transcodes(redis, video_id)
+        if not rungs:
+            continue
+        group = _video_state(rungs)
+        if state and group != state:
+            continue
+        updated = max(float(r.get("updated_at") or 0) for r in rungs)
+        out.append({"video_id": video_id, "state": group, "updated_at": updated, "rungs": rungs})
+    order = {"failed": 0, "running": 1, "done": 2}
+    out.sort(key=lambda v: (order[v["state"]], -v["updated_at"]))
+    return out[:limit]
+
+
+# --- the overview -------------------------------------------------------------------------------
+
+def overview(redis: Redis, settings: Settings, minutes: int = 60) -> dict[str, Any]:
+    """Everything the overview page shows, in one document. Redis being down is a figure, not
+    an error: ``redis_up`` is false and the Redis-read figures are empty."""
+    doc: dict[str, Any] = {"at": time.time(), "spool_depth": spool.depth(settings.spool_dir)}
+    try:
+        redis.ping()
+    except RedisError:
+        return {**doc, "redis_up": False, "traffic": [], "rejected_by_reason": {}, "queues": [], "workers": [],
+                "failed": 0, "streams_live": 0}
+    from workers.actions import FAILED_INDEX
+    from workers.queues import EVENTS_QUEUE
+
+    per_minute = traffic.per_minute(redis, minutes)
+    live = [s for s in streams_now(redis) if s.get("state") in LIVE_STATES and s.get("current", True)]
+    by_queue = queues(redis)
+    # Actions failed for good, plus event jobs out of retries (the Failed page lists both).
+    failed = redis.zcard(FAILED_INDEX) + sum(q["failed"] for q in by_queue if q["name"] == EVENTS_QUEUE)
+    return {**doc, "redis_up": True, "traffic": per_minute,
+            "rejected_by_reason": rejections.by_reason(redis, since=time.time() - minutes * 60),
+            "queues": by_queue, "workers": workers(redis), "failed": failed, "streams_live": len(live)}
