@@ -53,13 +53,6 @@ def check_config() -> None:
     click.echo(f"  cdnetworks: {'token set' if s.cdnetworks else 'not configured (refuses callbacks)'}")
 
 
-# RQ finds a crashed worker's abandoned jobs (and takes over its scheduler) only in its
-# maintenance pass, every 10 minutes by default: every 30 s here, so a killed action resumes
-# within about a minute and a half (RQ adds a fixed 60 s to a job's heartbeat lifetime).
-WORKER_MAINTENANCE_INTERVAL = 30
-WORKER_JOB_MONITORING_INTERVAL = 10
-
-
 def _wait_for_redis(redis, log, max_delay: float = 30.0) -> None:
     """Block until Redis answers. A worker started while there is no Redis (or, with Sentinel,
     no master yet) waits here instead of exiting: under systemd, exits in a loop would use up
@@ -99,7 +92,7 @@ def worker(worker_class: str) -> None:
 
     from app import logs
     from app.store import connect
-    from workers import context, preload
+    from workers import context, preload, recovery, sweep
 
     s = _settings()
     logs.configure(s, "worker")
@@ -120,8 +113,9 @@ def worker(worker_class: str) -> None:
     except ConfigError as exc:  # a redis+sentinel:// URL that does not parse
         raise click.ClickException(str(exc)) from None
     _wait_for_redis(redis, log)
-    rq_worker = worker_cls(list(QUEUES), connection=redis, maintenance_interval=WORKER_MAINTENANCE_INTERVAL,
-                           job_monitoring_interval=WORKER_JOB_MONITORING_INTERVAL)
+    # RQ's timings bounded so that a dead worker's job resumes within a minute, and each
+    # maintenance pass also sweeps for work whose job was lost (workers/recovery.py, sweep.py).
+    rq_worker = recovery.make_worker(worker_cls, list(QUEUES), redis, after_maintenance=sweep.from_worker)
     try:
         rq_worker.work(with_scheduler=True, logging_level=s.log_level)
     except RedisError as exc:  # raised by RQ's own clean-up after it gave up
@@ -129,9 +123,27 @@ def worker(worker_class: str) -> None:
         sys.exit(1)
     # RQ's work() returns both on a requested (warm or cold) shutdown and when it gave up on an
     # error; only the latter should look like a failure to the supervisor.
-    if getattr(rq_worker, "_shutdown_requested_date", None) is None:
+    if rq_worker.stop_requested_at is None:
         log.error("worker stopped without a shutdown request (see above); exiting 1")
         sys.exit(1)
+
+
+@main.command("sweep")
+@click.option("--recent", is_flag=True, help="Only events of the last hour (what a worker's pass looks at), "
+                                              "not every event within retention.")
+@click.option("--grace", default=None, type=float, help="Leave alone what is younger than this many seconds "
+                                                         "[default: the workers' grace, 60].")
+@click.option("--dry-run", is_flag=True, help="Only list what would be queued again or marked failed.")
+def sweep_command(recent: bool, grace: float | None, dry_run: bool) -> None:
+    """Queue again events and actions not done whose RQ job is nowhere (workers do this every 30 s)."""
+    from workers import sweep
+
+    try:
+        report = sweep.by_hand(_redis(), full=not recent, grace=sweep.GRACE_SECONDS if grace is None else grace,
+                               dry_run=dry_run)
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print(report.as_dict())
 
 
 @main.command()
@@ -190,9 +202,13 @@ def failed(limit: int, kind: str | None, requeue: bool) -> None:
         error = a.get("last_error") or {}
         click.echo(f"{a['id']}  {a['kind']}  event {a.get('event_id') or '-'}  attempts {a.get('attempts', '-')}  "
                    f"{error.get('vendor') or ''} {error.get('code') or ''}: {error.get('message') or ''}")
+        if a.get("outcome"):
+            click.echo(f"    outcome {a['outcome']}: {a.get('resolve') or 'check the vendor before doing it again'}")
     if requeue and rows:
         done = ops.requeue_failed(redis, _settings(), rows)
         click.echo(f"requeued {len(done['requeued'])}, skipped {len(done['skipped'])}")
+        for skip in done["skipped"]:
+            click.echo(f"    skipped {skip['id']}: {skip['reason']}")
 
 
 @main.command("transcodes")
@@ -210,11 +226,14 @@ def replay(event_id: str) -> None:
     """Process an event again (safe: actions are idempotent; failed ones are requeued)."""
     from workers import ops
 
+    skipped: list[dict[str, str]] = []
     try:
-        job_id = ops.replay(_redis(), event_id, _settings())
+        job_id = ops.replay(_redis(), event_id, _settings(), skipped=skipped)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"queued {job_id}")
+    for skip in skipped:
+        click.echo(f"    skipped {skip['id']}: {skip['reason']}")
 
 
 @main.group()
@@ -254,6 +273,34 @@ def live_start(room_id: str, output_url: str, stream_key: str) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"queued {action_id}; see: mediahook action {action_id}")
+
+
+@live.command("start-again")
+@click.argument("action_id")
+@click.option("--stream-key", help="Only if the earlier start's job has expired (its key is kept nowhere else).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def live_start_again(action_id: str, stream_key: str | None, yes: bool) -> None:
+    """Send ONE new start request in place of a failed live start (e.g. one whose outcome is unknown).
+
+    Nothing else ever starts a live job again: check first, in MetaStudio's console, that no job
+    runs for the room, or the room will have two."""
+    from workers import ops
+
+    redis = _redis()
+    doc = ops.action(redis, action_id)
+    if doc is None:
+        raise click.ClickException(f"no action {action_id}")
+    room_id = (doc.get("params") or {}).get("room_id", "?")
+    if not yes:
+        click.confirm(f"Send a NEW start request to MetaStudio for room {room_id}, replacing {action_id} "
+                      f"({doc.get('status')}{', outcome ' + doc['outcome'] if doc.get('outcome') else ''})? If "
+                      f"{action_id} did start a job, the room will then have two", abort=True)
+    try:
+        done = ops.live_start_again(redis, _settings(), action_id, stream_key)
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(done["message"])
+    click.echo(f"see: mediahook action {done['action_id']}")
 
 
 @live.command("show")

@@ -179,6 +179,12 @@ def observe_vendor_call(redis: Redis, vendor: str, seconds: float, result: str) 
     _hincr(redis, {f"call|{vendor}|{result}": 1, f"call_le|{vendor}|{bucket}": 1, f"call_sum|{vendor}": seconds})
 
 
+def count_sweep(redis: Redis, what: str, outcome: str, amount: int = 1) -> None:
+    """The sweep (workers/sweep.py) found ``amount`` events or actions with no live job: queued
+    them again ("requeued") or, RQ having given their job up, marked them failed ("failed")."""
+    _hincr(redis, {f"sweep|{outcome}|{what}": amount})
+
+
 def retry_reason(error: Any) -> str:
     """Why a transient failure is retried, in a few bounded words."""
     status, code = getattr(error, "status", None), getattr(error, "code", None)
@@ -203,6 +209,11 @@ def _redis_counters(raw: dict[bytes, bytes]) -> list[Metric]:
                                   "reason; from Redis: fleet-wide", labels=["vendor", "kind", "reason"])
     calls = CounterMetricFamily("mediahook_vendor_calls", "HTTP calls to vendors by result; from Redis: "
                                 "fleet-wide", labels=["vendor", "result"])
+    swept = {outcome: CounterMetricFamily(f"mediahook_sweep_{outcome}", text, labels=["what"])
+             for outcome, text in (("requeued", "Events and actions the sweep found with no live job and queued "
+                                               "again; from Redis: fleet-wide"),
+                                   ("failed", "Actions the sweep found still pending after RQ gave their job up, "
+                                             "marked failed; from Redis: fleet-wide"))}
     buckets: dict[str, list[float]] = {}
     sums: dict[str, float] = {}
     for name, value in sorted(raw.items()):
@@ -218,6 +229,8 @@ def _redis_counters(raw: dict[bytes, bytes]) -> list[Metric]:
             counts[len(VENDOR_BUCKETS) if labels[1] == "inf" else int(labels[1])] += int(value)
         elif metric == "call_sum" and len(labels) == 1:
             sums[labels[0]] = float(value)
+        elif metric == "sweep" and len(labels) == 2 and labels[0] in swept:
+            swept[labels[0]].add_metric(labels[1:], int(value))
     latency = HistogramMetricFamily("mediahook_vendor_call_seconds", "HTTP call latency by vendor; "
                                     "from Redis: fleet-wide", labels=["vendor"])
     for vendor, counts in sorted(buckets.items()):
@@ -226,7 +239,7 @@ def _redis_counters(raw: dict[bytes, bytes]) -> list[Metric]:
             total += count
             cumulative.append((bound, total))
         latency.add_metric([vendor], cumulative, sums.get(vendor, 0.0))
-    return [actions, retries, calls, latency]
+    return [actions, retries, calls, latency, *swept.values()]
 
 
 def _queue_metrics(redis: Redis) -> list[Metric]:

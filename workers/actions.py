@@ -12,10 +12,12 @@ once, keeping the vendor's code and message.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import random
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -38,11 +40,48 @@ log = logging.getLogger(__name__)
 ACTION_PREFIX = "mh:action:"
 EVENT_ACTIONS_PREFIX = "mh:event-actions:"
 FAILED_INDEX = "mh:actions:failed"
+# Actions not final (queued, running, retrying), by when they got there: what workers.sweep checks
+# for a lost job without scanning every action record.
+OPEN_INDEX = "mh:actions:open"
+FINAL_STATUSES = frozenset({"succeeded", "skipped", "failed"})
 ACTION_TTL = 30 * 86400
+
+
+# RQ's own rule for a job id (rq.job.JOB_ID_PATTERN): action ids built from vendor ids may break it.
+_JOB_ID_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+_JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def job_id(action_id: str) -> str:
+    """The RQ job id of an action: the action id itself when RQ accepts it, else its safe
+    characters plus a hash of the whole id (so two ids that differ only in unsafe characters,
+    "a.b" and "a:b", never share a job). The action record keeps the readable id."""
+    if _JOB_ID_SAFE.fullmatch(action_id):
+        return action_id
+    digest = hashlib.sha256(action_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{_JOB_ID_UNSAFE.sub('_', action_id)[:150]}-x{digest}"
 
 
 class Skip(Exception):
     """Nothing to do (superseded, already done): the action ends as ``skipped`` with this reason."""
+
+
+# The ``outcome`` of an action whose call may or may not have taken effect at the vendor.
+OUTCOME_UNKNOWN = "unknown"
+
+
+class OutcomeUnknown(VendorError):
+    """A call that is not idempotent may have taken effect (sent, then no answer, or a gateway
+    error): the action fails for good with ``outcome`` = ``unknown``, and nothing runs it again
+    by itself (not RQ, a bulk requeue or a replay): a person checks the vendor first."""
+
+    def __init__(self, vendor: str, message: str, *, code: str | int | None = None, status: int | None = None) -> None:
+        super().__init__(vendor, message, transient=False, code=code, status=status)
+
+
+def is_outcome_unknown(doc: dict[str, Any] | None) -> bool:
+    """Whether an action record (or a failed item) is one whose effect at the vendor is unknown."""
+    return bool(doc) and doc.get("outcome") == OUTCOME_UNKNOWN
 
 
 def retry_schedule(policy: HttpPolicy, rng: random.Random | None = None) -> Retry | None:
@@ -95,39 +134,85 @@ def enqueue(redis: Redis, action_id: str, func: str | Callable, *, kind: str, ev
         pipe.sadd(EVENT_ACTIONS_PREFIX + event_id, action_id)
         pipe.expire(EVENT_ACTIONS_PREFIX + event_id, ACTION_TTL)
     pipe.expire(key, ACTION_TTL)
+    # nx: a repeat keeps its first time; a repeat of a finished action is dropped by the sweep.
+    pipe.zadd(OPEN_INDEX, {action_id: time.time()}, nx=True)
     pipe.execute()
 
-    queue = Queue(ACTIONS_QUEUE, connection=redis)
-    options = dict(job_id=action_id, unique=True, retry=retry_schedule(policy) if policy else None,
-                   result_ttl=ACTION_TTL, failure_ttl=ACTION_TTL, job_timeout=timeout,
-                   description=f"{kind} {action_id}")
     try:
-        if delay:
-            queue.enqueue_in(_seconds(delay), func, kwargs=params, **options)
-        else:
-            queue.enqueue(func, kwargs=params, **options)
+        _enqueue_job(redis, action_id, func, kind=kind, params=params, policy=policy, delay=delay, timeout=timeout)
         return "queued"
     except DuplicateJobError:
         pass
-    return "requeued" if requeue(redis, action_id, policy) else "exists"
+    # A newer event's params replace the old ones: what runs is what the record shows.
+    return "requeued" if requeue(redis, action_id, policy, params=params) else "exists"
 
 
-def requeue(redis: Redis, action_id: str, policy: HttpPolicy | None = None) -> bool:
-    """Run an action that failed for good again, with a fresh retry schedule. False if it has not failed."""
+def _enqueue_job(redis: Redis, action_id: str, func: str | Callable, *, kind: str, params: dict[str, Any],
+                 policy: HttpPolicy | None, delay: float | None = None, timeout: int = 300) -> None:
+    queue = Queue(ACTIONS_QUEUE, connection=redis)
+    options = dict(job_id=job_id(action_id), unique=True, retry=retry_schedule(policy) if policy else None,
+                   result_ttl=ACTION_TTL, failure_ttl=ACTION_TTL, job_timeout=timeout,
+                   description=f"{kind} {action_id}", meta={"action_id": action_id})
+    if delay:
+        queue.enqueue_in(_seconds(delay), func, kwargs=params, **options)
+    else:
+        queue.enqueue(func, kwargs=params, **options)
+
+
+def requeue(redis: Redis, action_id: str, policy: HttpPolicy | None = None,
+            params: dict[str, Any] | None = None) -> bool:
+    """Run an action that failed for good again, with a fresh retry schedule (and ``params``,
+    when given, in place of the job's). False if it has not failed.
+
+    An action can also be failed while its job finished: its effect ended badly later (a
+    transcode task that failed at the vendor, see ``fail_later``). Its job is replaced by a new
+    one with the same id. Never an action whose outcome is unknown (see ``OutcomeUnknown``)."""
+    if redis.hget(ACTION_PREFIX + action_id, "outcome") == OUTCOME_UNKNOWN.encode():
+        return False
     try:
-        job = Job.fetch(action_id, connection=redis)
+        job = Job.fetch(job_id(action_id), connection=redis)
     except NoSuchJobError:
         return False
-    if job.get_status() not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+    status = job.get_status()
+    if status == JobStatus.FINISHED and _status(redis, action_id) == "failed":
+        kind, func, kwargs = _kind(redis, action_id), job.func_name, params if params is not None else job.kwargs
+        job.delete()
+        try:
+            _enqueue_job(redis, action_id, func, kind=kind, params=kwargs, policy=policy or HttpPolicy())
+        except DuplicateJobError:
+            return False  # another requeue got there first
+    elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        retry = retry_schedule(policy or HttpPolicy())
+        job.retries_left = retry.max if retry else None
+        job.retry_intervals = retry.intervals if retry else None
+        if params is not None:
+            job.kwargs = params
+        job.save()
+        job.requeue()
+    else:
         return False
-    retry = retry_schedule(policy or HttpPolicy())
-    job.retries_left = retry.max if retry else None
-    job.retry_intervals = retry.intervals if retry else None
-    job.save()
-    job.requeue()
     redis.hset(ACTION_PREFIX + action_id, mapping={"status": "queued", "updated_at": _now()})
     redis.zrem(FAILED_INDEX, action_id)
+    redis.zadd(OPEN_INDEX, {action_id: time.time()})
     return True
+
+
+def _status(redis: Redis, action_id: str) -> str | None:
+    value = redis.hget(ACTION_PREFIX + action_id, "status")
+    return value.decode() if value else None
+
+
+def _kind(redis: Redis, action_id: str) -> str:
+    value = redis.hget(ACTION_PREFIX + action_id, "kind")
+    return value.decode() if value else "action"
+
+
+def fail_later(redis: Redis, action_id: str, error: dict[str, Any]) -> None:
+    """Record that an action whose job succeeded ended badly afterwards (a transcode task that
+    failed, was deleted or timed out at the vendor): it is listed with the failed actions, with
+    ``error`` (vendor, code, message), and a requeue or replay runs it again."""
+    _update(redis, action_id, status="failed", last_error=error)
+    redis.zadd(FAILED_INDEX, {action_id: time.time()})
 
 
 def _seconds(delay: float):
@@ -139,7 +224,14 @@ def _seconds(delay: float):
 def _update(redis: Redis, action_id: str, **fields: Any) -> None:
     mapping = {k: (json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in fields.items()}
     mapping["updated_at"] = _now()
-    redis.hset(ACTION_PREFIX + action_id, mapping=mapping)
+    pipe = redis.pipeline(transaction=False)
+    pipe.hset(ACTION_PREFIX + action_id, mapping=mapping)
+    if "status" in fields:
+        if fields["status"] in FINAL_STATUSES:
+            pipe.zrem(OPEN_INDEX, action_id)
+        else:
+            pipe.zadd(OPEN_INDEX, {action_id: time.time()})
+    pipe.execute()
 
 
 @contextmanager
@@ -154,6 +246,7 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
     pipe = redis.pipeline()
     pipe.hincrby(ACTION_PREFIX + action_id, "attempts", 1)
     pipe.hset(ACTION_PREFIX + action_id, mapping={"status": "running", "updated_at": _now()})
+    pipe.zadd(OPEN_INDEX, {action_id: time.time()})
     pipe.hmget(ACTION_PREFIX + action_id, "kind", "event_id")
     kind, event_id = (v.decode() if v else None for v in pipe.execute()[-1])
     with logs.context(event_id=event_id, action_id=action_id):
@@ -166,7 +259,8 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
             return
         except VendorError as exc:
             _fail(redis, job, action_id, exc.to_dict(), transient=exc.transient, retry_after=exc.retry_after,
-                  kind=kind, reason=metrics.retry_reason(exc))
+                  kind=kind, reason=metrics.retry_reason(exc),
+                  outcome=OUTCOME_UNKNOWN if isinstance(exc, OutcomeUnknown) else None)
             raise
         except Exception as exc:
             # A bug or an unexpected reply: retried like a transient error, with the trace kept.
@@ -181,7 +275,8 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
 
 
 def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transient: bool,
-          retry_after: float | None, kind: str | None = None, reason: str | None = None) -> None:
+          retry_after: float | None, kind: str | None = None, reason: str | None = None,
+          outcome: str | None = None) -> None:
     will_retry = bool(transient and job is not None and job.retries_left and job.retries_left > 0)
     if job is not None and not transient:
         job.retries_left = 0  # permanent: RQ must not retry it
@@ -193,7 +288,8 @@ def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transie
         if index < len(intervals):
             intervals[index] = max(intervals[index], math.ceil(retry_after) + 1)
             job.retry_intervals = intervals
-    _update(redis, action_id, status="retrying" if will_retry else "failed", last_error=error)
+    _update(redis, action_id, status="retrying" if will_retry else "failed", last_error=error,
+            **({"outcome": outcome} if outcome else {}))
     if not will_retry:
         redis.zadd(FAILED_INDEX, {action_id: time.time()})
     metrics.count_action(redis, kind, "retrying" if will_retry else "failed",  # issue 4
