@@ -5,13 +5,24 @@ records of the converter (its auto_push_stream history) and of the calls it rece
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from app.store import job_id_for
 from app.vendor_settings import FlightHubSchema
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import wait_until
-from tests.vendor_harness import Workers, converter, converters, post_live, set_faults, sim_calls, stream_event
+from tests.vendor_harness import (
+    Workers,
+    converter,
+    converters,
+    post_live,
+    post_signed,
+    set_faults,
+    sim_calls,
+    stream_event,
+)
 from workers import actions, ops, streams
 from workers.clients import flighthub
 from workers.converter import CREATED_PREFIX, stream_ref
@@ -180,3 +191,105 @@ def test_two_reconciles_of_one_stream_never_run_at_once(make_app, sim, redis_cli
     converter_id = created_id(redis_client)
     assert converter(sim.url, converter_id)["auto_push_stream"] is False
     assert history(sim.url, converter_id)[-1] is False
+
+
+# --- convergence under lost answers, deletions and killed workers ---------------------------
+
+def test_answer_lost_after_the_put_then_a_flip_back_before_the_retry_ends_matching(make_app, sim, drive,
+                                                                                     redis_client):
+    """END's PUT reaches FlightHub (off) but its answer is lost; CONNECTED arrives before END's
+    retry. Our record of what was applied was never updated, so trusting it would skip the PUT
+    for CONNECTED and leave the converter off while the stream is live."""
+    sections = vendor_sections(sim.url)
+    sections["flighthub"].update(retry_base_seconds=2.0, retry_max_seconds=2.0)  # the retry comes later
+    client = make_app(**sections).test_client()
+    t = time.time() - 10
+    on = post_signed(client, stream_event(ROOM, "CONNECTED"), t)
+    drive(lambda: status(redis_client, action_id(on)) == "succeeded", what="the converter to go on")
+    converter_id = created_id(redis_client)
+
+    set_faults(sim.url, {"flighthub": {"update": {"drop_times": 1, "after_effect": True}}})
+    off = post_signed(client, stream_event(ROOM, "END"), t + 1)
+    drive(lambda: status(redis_client, action_id(off)) == "retrying", what="END's PUT to lose its answer")
+    assert converter(sim.url, converter_id)["auto_push_stream"] is False  # FlightHub did switch it off
+
+    again = post_signed(client, stream_event(ROOM, "CONNECTED"), t + 2)
+    drive(lambda: status(redis_client, action_id(again)) == "succeeded"
+          and status(redis_client, action_id(off)) in DONE, what="CONNECTED's reconcile and END's retry")
+    assert converter(sim.url, converter_id)["auto_push_stream"] is True
+    assert history(sim.url, converter_id) == [True, False, True]
+    assert actions.record(redis_client, action_id(off))["result"]["state"] == "CONNECTED"
+
+
+def test_a_created_converter_deleted_at_flighthub_is_created_again(vendor_app, sim, drive, redis_client):
+    client = vendor_app.test_client()
+    t = time.time() - 10
+    on = post_signed(client, stream_event(ROOM, "CONNECTED"), t)
+    drive(lambda: status(redis_client, action_id(on)) == "succeeded", what="the converter to go on")
+    first = created_id(redis_client)
+    flighthub.delete(FlightHubSchema().load(vendor_sections(sim.url)["flighthub"]), first)
+
+    off = post_signed(client, stream_event(ROOM, "END"), t + 1)
+    drive(lambda: status(redis_client, action_id(off)) in DONE, what="the reconcile for END")
+    assert status(redis_client, action_id(off)) == "succeeded"
+    second = created_id(redis_client)
+    assert second and second != first
+    again = post_signed(client, stream_event(ROOM, "CONNECTED"), t + 2)
+    drive(lambda: status(redis_client, action_id(again)) in DONE, what="the reconcile for CONNECTED")
+    assert status(redis_client, action_id(again)) == "succeeded"
+    [member] = converters(sim.url)
+    assert (member["converter_id"], member["auto_push_stream"]) == (second, True)
+    assert history(sim.url, second) == [False, True]
+    assert len(sim_calls(sim.url, "flighthub", "create")) == 2
+
+
+def test_a_fixed_converter_deleted_at_flighthub_fails_visibly_every_time(make_app, sim, drive, redis_client):
+    """A binding to a given converter_id cannot re-create it: each reconcile fails for good with
+    FlightHub's code, listed by `failed`, even one whose wanted value we had applied before."""
+    sections = vendor_sections(sim.url)
+    cfg = FlightHubSchema().load(sections["flighthub"])
+    fixed = flighthub.create(cfg, "fixed-1", "SN9", "39-0-7", "rtmp://push.example.com/fixed")
+    sections["flighthub"]["bindings"] = [{"room_id": ROOM, "converter_id": fixed}]
+    client = make_app(**sections).test_client()
+    t = time.time() - 10
+    on = post_signed(client, stream_event(ROOM, "CONNECTED"), t)
+    drive(lambda: status(redis_client, action_id(on)) == "succeeded", what="the converter to go on")
+    flighthub.delete(cfg, fixed)
+
+    off = post_signed(client, stream_event(ROOM, "END"), t + 1)
+    drive(lambda: status(redis_client, action_id(off)) in DONE, what="the reconcile for END")
+    # What we had applied (on) must not be trusted any more: CONNECTED calls and fails too.
+    again = post_signed(client, stream_event(ROOM, "CONNECTED"), t + 2)
+    ids = [action_id(off), action_id(again)]
+    drive(lambda: all(status(redis_client, i) in DONE for i in ids), what="the reconcile for CONNECTED")
+    assert [status(redis_client, i) for i in ids] == ["failed", "failed"]
+    listed = {item["id"]: item for item in ops.failed_items(redis_client)}
+    for i in ids:
+        error = listed[i]["last_error"]
+        assert (error["vendor"], error["transient"]) == ("flighthub", False) and error["code"] in flighthub.NOT_FOUND
+        assert fixed in error["message"] and "converter_id" in error["message"]
+        assert actions.record(redis_client, i)["attempts"] == 1
+
+
+def test_a_killed_holders_lock_does_not_block_the_next_reconcile(make_app, sim, drive, redis_client, workers):
+    """A real worker takes the lock for CONNECTED and is SIGKILLed inside its (hanging) PUT. The
+    reconcile for END must get the lock within seconds, not after the old lock timeout."""
+    sections = vendor_sections(sim.url)
+    sections["flighthub"]["read_timeout"] = 5.0  # the old lock would have lived 4 × (1 + 5) + 30 = 54 s
+    holder = workers.start(redis_client, **sections)
+    client = make_app(**sections).test_client()
+    set_faults(sim.url, {"flighthub": {"update": {"timeout_times": 1, "timeout_sleep_s": 8}}})
+    t = time.time() - 10
+    post_signed(client, stream_event(ROOM, "CONNECTED"), t)
+    wait_until(lambda: any(c["pending"] for c in sim_calls(sim.url, "flighthub", "update")), timeout=20,
+               what="the PUT to hang with the lock held")
+    assert redis_client.exists(f"mh:lock:converter:room-{ROOM}")
+    holder.kill()
+
+    off = post_signed(client, stream_event(ROOM, "END"), t + 1)
+    started = time.monotonic()
+    drive(lambda: status(redis_client, action_id(off)) in DONE, timeout=40, what="the reconcile for END")
+    waited = time.monotonic() - started
+    assert status(redis_client, action_id(off)) == "succeeded"
+    assert waited < 15, f"the next reconcile waited {waited:.1f} s for a dead holder's lock"
+    assert converter(sim.url, created_id(redis_client))["auto_push_stream"] is False

@@ -8,22 +8,21 @@ from __future__ import annotations
 import time
 
 from tests.conftest import ROOM
-from tests.helpers import live_event, signed_path
-from tests.vendor_harness import applied_rates, converter, koophone_instance, sim_calls, stream_event
+from tests.helpers import live_event
+from tests.vendor_harness import (
+    applied_rates,
+    converter,
+    koophone_instance,
+    post_signed,
+    sim_calls,
+    stream_event,
+)
 from workers import actions, ops, streams
 from workers.converter import CREATED_PREFIX
 
 LOW, NORMAL = (1000, 1500, 2000), (2000, 4000, 8000)
 EVENTS_LIST = "rq:queue:mediahook-events"
 ACTIONS_LIST = "rq:queue:mediahook-actions"
-
-
-def post_at(client, body: bytes, sent_at: float) -> str:
-    """POST a live event MetaStudio signed (MSS_A) at ``sent_at``; returns the event id."""
-    r = client.post(signed_path(now=sent_at), data=body)
-    assert r.status_code == 200, r.get_data(as_text=True)
-    assert not r.json.get("duplicate"), r.json
-    return r.json["event_id"]
 
 
 def idle(redis) -> bool:
@@ -40,7 +39,7 @@ def test_connected_disconnected_connected_ends_on_and_normal(vendor_app, sim, dr
     client = vendor_app.test_client()
     t = time.time() - 10
     for n, state in enumerate(["CONNECTED", "DISCONNECTED", "CONNECTED"]):
-        post_at(client, stream_event(ROOM, state), t + n)
+        post_signed(client, stream_event(ROOM, state), t + n)
     drive(lambda: idle(redis_client), what="the events and their reconciles")
     conv = converter_now(sim.url, redis_client)
     assert conv["auto_push_stream"] is True
@@ -52,7 +51,7 @@ def test_script_switches_1_2_1_leave_the_timeline_on_1(vendor_app, drive, redis_
     client = vendor_app.test_client()
     t = time.time() - 10
     for n, no in enumerate(["1", "2", "1"]):
-        post_at(client, live_event("SHOOT_SCRIPT_SWITCH", room_id=ROOM, job_id="job-1", scene_script_name="S",
+        post_signed(client, live_event("SHOOT_SCRIPT_SWITCH", room_id=ROOM, job_id="job-1", scene_script_name="S",
                                    shoot_script_sequence_no=no, shoot_script_title=f"P{no}"), t + n)
     drive(lambda: redis_client.llen(EVENTS_LIST) == 0, what="the switches")
     assert ops.live_show(redis_client, "job-1")["shoot_script_sequence_no"] == "1"
@@ -61,9 +60,9 @@ def test_script_switches_1_2_1_leave_the_timeline_on_1(vendor_app, drive, redis_
 def test_a_switch_signed_earlier_but_delivered_later_does_not_move_the_timeline(vendor_app, drive, redis_client):
     client = vendor_app.test_client()
     t = time.time()
-    second = post_at(client, live_event("SHOOT_SCRIPT_SWITCH", room_id=ROOM, job_id="job-1",
+    second = post_signed(client, live_event("SHOOT_SCRIPT_SWITCH", room_id=ROOM, job_id="job-1",
                                         shoot_script_sequence_no="2"), t)
-    first = post_at(client, live_event("SHOOT_SCRIPT_SWITCH", room_id=ROOM, job_id="job-1",
+    first = post_signed(client, live_event("SHOOT_SCRIPT_SWITCH", room_id=ROOM, job_id="job-1",
                                        shoot_script_sequence_no="1"), t - 20)
     drive(lambda: redis_client.llen(EVENTS_LIST) == 0, what="the switches")
     shown = ops.live_show(redis_client, "job-1")
@@ -75,8 +74,8 @@ def test_a_switch_signed_earlier_but_delivered_later_does_not_move_the_timeline(
 def test_disconnected_signed_before_connected_but_delivered_after_stays_on(vendor_app, sim, drive, redis_client):
     client = vendor_app.test_client()
     t = time.time()
-    post_at(client, stream_event(ROOM, "CONNECTED"), t)
-    late = post_at(client, stream_event(ROOM, "DISCONNECTED"), t - 30)
+    post_signed(client, stream_event(ROOM, "CONNECTED"), t)
+    late = post_signed(client, stream_event(ROOM, "DISCONNECTED"), t - 30)
     drive(lambda: idle(redis_client), what="both events and their reconciles")
     assert converter_now(sim.url, redis_client)["auto_push_stream"] is True
     assert streams.latest(redis_client, ROOM)["state"] == "CONNECTED"
@@ -90,12 +89,12 @@ def test_previous_jobs_end_after_the_new_jobs_connected_moves_nothing(vendor_app
     delivered (signed even later): the converter stays on and the phones stay normal."""
     client = vendor_app.test_client()
     t = time.time() - 10
-    post_at(client, stream_event(ROOM, "CONNECTED", job_id="job-1"), t)
-    post_at(client, stream_event(ROOM, "CONNECTED", job_id="job-2"), t + 2)
+    post_signed(client, stream_event(ROOM, "CONNECTED", job_id="job-1"), t)
+    post_signed(client, stream_event(ROOM, "CONNECTED", job_id="job-2"), t + 2)
     drive(lambda: idle(redis_client), what="both CONNECTED")
     calls_before = len(sim_calls(sim.url, "flighthub", "update")), len(sim_calls(sim.url, "koophone"))
-    old_end = post_at(client, stream_event(ROOM, "END", job_id="job-1"), t + 3)
-    old_reconnecting = post_at(client, stream_event(ROOM, "RECONNECTING", job_id="job-1"), t + 4)
+    old_end = post_signed(client, stream_event(ROOM, "END", job_id="job-1"), t + 3)
+    old_reconnecting = post_signed(client, stream_event(ROOM, "RECONNECTING", job_id="job-1"), t + 4)
     drive(lambda: idle(redis_client), what="the old job's events")
 
     assert converter_now(sim.url, redis_client)["auto_push_stream"] is True
@@ -115,8 +114,8 @@ def test_connected_reconcile_after_a_later_reconnecting_switches_on(vendor_app, 
     the converter, so the reconcile converges on CONNECTED instead of skipping."""
     client = vendor_app.test_client()
     t = time.time() - 5
-    connected = post_at(client, stream_event(ROOM, "CONNECTED"), t)
-    post_at(client, stream_event(ROOM, "RECONNECTING"), t + 1)
+    connected = post_signed(client, stream_event(ROOM, "CONNECTED"), t)
+    post_signed(client, stream_event(ROOM, "RECONNECTING"), t + 1)
     drive(lambda: idle(redis_client), what="both events and their actions")
     record = actions.record(redis_client, f"converter-room-{ROOM}-{connected}")
     assert record["status"] == "succeeded" and record["result"]["state"] == "CONNECTED"

@@ -110,6 +110,14 @@ def post_live(client, body: bytes) -> str:
     return r.json["event_id"]
 
 
+def post_signed(client, body: bytes, sent_at: float) -> str:
+    """POST a live event MetaStudio signed (MSS_A) at ``sent_at``; returns the new event's id."""
+    r = client.post(signed_path(now=sent_at), data=body)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert not r.json.get("duplicate"), r.json
+    return r.json["event_id"]
+
+
 # --- config files -------------------------------------------------------------------------
 
 def _key(key: str) -> str:
