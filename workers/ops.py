@@ -221,7 +221,7 @@ def _event_brief(redis: Redis, event_id: str | None) -> dict[str, Any] | None:
 
 def _failed_job(redis: Redis, job_id: str) -> Job | None:
     try:
-        job = Job.fetch(job_id, connection=redis)
+        job = Job.fetch(actions.job_id(job_id), connection=redis)
     except (NoSuchJobError, ValueError):  # ValueError: not even a valid RQ job id
         return None
     return job if job.get_status() == JobStatus.FAILED else None
@@ -259,7 +259,9 @@ def _failed_item(redis: Redis, item_id: str, failed_at: float | None = None) -> 
     return {"id": item_id, "kind": doc.get("kind"), "event_id": doc.get("event_id"), "status": doc.get("status"),
             "attempts": doc.get("attempts"), "failed_at": failed_at,
             "last_error": doc.get("last_error") or (_job_error(job) if job else None),
-            "params": doc.get("params") or {}, "requeueable": job is not None,
+            "params": doc.get("params") or {},
+            # A finished job with a failed record: its effect ended badly later (a transcode task).
+            "requeueable": job is not None or _job_status(redis, actions.job_id(item_id)) == "finished",
             "event": _event_brief(redis, doc.get("event_id"))}
 
 
