@@ -308,3 +308,22 @@ def test_a_stream_named_with_a_lone_surrogate_is_still_accepted(mss_a, redis_cli
     answers = [client.post(path, data=state(s, room="room-\ud800")) for s in ("CONNECTED", "END", "CONNECTED")]
     assert [r.status_code for r in answers] == [200, 200, 200]
     assert jobs(redis_client) == 3
+
+
+@pytest.mark.slow
+def test_transitions_and_a_retry_over_real_gunicorn(gunicorn_server, redis_client):
+    """The same rule through real HTTP and two gunicorn workers: C, D, C signed apart are three
+    events; the vendor retrying the last request is answered as its duplicate."""
+    import requests
+
+    base = gunicorn_server()
+    host, now = base[len("http://"):], time.time()
+    paths = [signed_path(host=host, now=now + i) for i in range(3)]
+    answers = [requests.post(base + p, data=state(s), timeout=10).json()
+               for p, s in zip(paths, ("CONNECTED", "DISCONNECTED", "CONNECTED"), strict=True)]
+    assert [a.get("duplicate") for a in answers] == [None, None, None]
+    retry = requests.post(base + paths[2], data=state("CONNECTED"), timeout=10).json()
+    assert retry.get("duplicate") is True and retry["event_id"] == answers[2]["event_id"]
+    assert jobs(redis_client) == 3
+    assert [redis_client.hget(f"mh:event:{a['event_id']}", "sent_at") for a in answers] == [
+        repr(float(int(now) + i)).encode() for i in range(3)]
