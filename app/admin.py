@@ -17,7 +17,7 @@ from marshmallow import Schema, ValidationError
 from redis import Redis, RedisError
 
 from app import api_schemas as s
-from app import audit
+from app import audit, dashboard, rejections
 from app.fields import flatten_errors
 from app.receive import Unsupported, decode_body, error_response, json_response, read_body
 from app.settings import Settings
@@ -36,6 +36,7 @@ bp = Blueprint("admin", __name__, url_prefix="/api")
 # Built once: loading and dumping use these instances.
 EVENTS_QUERY, FAILED_QUERY, TRANSCODES_QUERY = s.EventsQuery(), s.FailedQuery(), s.TranscodesQuery()
 REQUEUE, KOOPHONE_APPLY, LIVE_START = s.RequeueRequest(), s.KooPhoneApplyRequest(), s.LiveStartRequest()
+LIVE_START_AGAIN = s.LiveStartAgainRequest()
 EVENT_PAGE, EVENT_DETAIL, FAILED_LIST, LIVE_JOB = s.EventPage(), s.EventDetail(), s.FailedList(), s.LiveJob()
 
 
@@ -155,12 +156,14 @@ def show_event(event_id: str) -> Response:
 @bp.post("/events/<event_id>/replay")
 def replay_event(event_id: str) -> Response:
     redis, settings = _runtime()
+    skipped: list[dict[str, str]] = []
     try:
-        job_id = _ops().replay(redis, event_id, settings)
+        job_id = _ops().replay(redis, event_id, settings, skipped=skipped)
     except LookupError as exc:
         return error_response(404, str(exc))
     _audit("replay", event_id=event_id, job_id=job_id)
-    return json_response(202, s.ReplayAccepted().dump({"event_id": event_id, "job_id": job_id}))
+    answer = {"event_id": event_id, "job_id": job_id, **({"skipped": skipped} if skipped else {})}
+    return json_response(202, s.ReplayAccepted().dump(answer))
 
 
 # --- failures -------------------------------------------------------------------------------
@@ -212,6 +215,20 @@ def start_live_job() -> Response:
     return json_response(202, s.ActionQueued().dump({"action_id": action_id}))
 
 
+@bp.post("/live/starts/<action_id>/start-again")
+def start_live_again(action_id: str) -> Response:
+    # The body is optional (a stream key, only when the old one has expired): none means {}.
+    data = _body(LIVE_START_AGAIN) if request.content_length or request.headers.get("Transfer-Encoding") else {}
+    redis, settings = _runtime()
+    try:
+        done = _ops().live_start_again(redis, settings, action_id, data.get("stream_key"))
+    except LookupError as exc:
+        return error_response(404, str(exc))
+    except ValueError as exc:  # not a failed live start, already started again, or the configuration lacks
+        return error_response(409, str(exc))
+    return json_response(202, s.LiveStartedAgain().dump(done))
+
+
 @bp.get("/transcodes")
 def list_transcodes() -> Response:
     video_id = _query(TRANSCODES_QUERY)["video_id"]
@@ -219,6 +236,39 @@ def list_transcodes() -> Response:
     if not rungs:
         return error_response(404, f"no transcodes for video {video_id}")
     return json_response(200, s.Transcodes().dump({"video_id": video_id, "rungs": rungs}))
+
+
+# --- what the console shows -------------------------------------------------------------------
+
+@bp.get("/overview")
+def overview() -> Response:
+    redis, settings = _runtime()
+    return json_response(200, s.Overview().dump(dashboard.overview(redis, settings)))
+
+
+@bp.get("/streams")
+def list_streams() -> Response:
+    limit = _query(s.LimitQuery())["limit"]
+    return json_response(200, s.StreamList().dump({"streams": dashboard.streams_now(_runtime()[0], limit=limit)}))
+
+
+@bp.get("/transcodes/videos")
+def list_videos() -> Response:
+    q = _query(s.VideosQuery())
+    videos = dashboard.videos(_runtime()[0], state=q.get("state"), limit=q["limit"])
+    return json_response(200, s.VideoList().dump({"videos": videos}))
+
+
+@bp.get("/rejected")
+def list_rejected() -> Response:
+    limit = _query(s.LimitQuery())["limit"]
+    return json_response(200, s.RejectedList().dump({"items": rejections.recent(_runtime()[0], limit=limit)}))
+
+
+@bp.get("/audit")
+def list_audit() -> Response:
+    limit = _query(s.LimitQuery())["limit"]
+    return json_response(200, s.AuditList().dump({"items": audit.recent(_runtime()[0], limit=limit)}))
 
 
 # --- KooPhone -------------------------------------------------------------------------------

@@ -141,6 +141,11 @@ class LiveStartRequest(_Strict):
                                metadata={"description": "a secret: sent to MetaStudio, never stored or shown"})
 
 
+class LiveStartAgainRequest(_Strict):
+    stream_key = fields.String(load_only=True, validate=validate.Length(min=1, max=512), metadata={
+        "description": "only if the earlier start's job has expired (30 days): its key is kept nowhere else"})
+
+
 # --- responses ------------------------------------------------------------------------------
 
 class Error(Schema):
@@ -211,6 +216,8 @@ class Action(Schema):
     params = fields.Dict(metadata={"description": "secrets masked"})
     last_error = fields.Nested(ActionError, allow_none=True)
     result = fields.Dict(metadata={"description": "the vendor's answer, in short"})
+    outcome = fields.String(metadata={"enum": ["unknown"], "description": "unknown: the call may have taken "
+                                      "effect at the vendor; never run again by itself (see /api/failed)"})
     created_at = fields.Float()
     updated_at = fields.Float()
 
@@ -271,6 +278,8 @@ class EventDetail(EventSummary):
 class ReplayAccepted(Schema):
     event_id = fields.String(required=True)
     job_id = fields.String(required=True, metadata={"description": "the RQ job that processes it again"})
+    skipped = fields.List(fields.Nested(lambda: Skipped()), metadata={
+        "description": "its actions not run again, and why (an outcome unknown)"})
 
 
 class EventBrief(Schema):
@@ -291,7 +300,12 @@ class FailedItem(Schema):
     last_error = fields.Nested(ActionError, required=True, allow_none=True)
     params = fields.Dict(required=True, metadata={"description": "secrets masked"})
     requeueable = fields.Boolean(required=True, metadata={"description": "its RQ job is still in the failed "
-                                                                         "registry"})
+                                                                         "registry (never if its outcome is unknown)"})
+    outcome = fields.String(allow_none=True, metadata={
+        "enum": ["unknown", None], "description": "unknown: the vendor may have done it (a start whose "
+                                                  "answer was lost); a requeue or replay skips it"})
+    replaced_by = fields.String(allow_none=True, metadata={"description": "the start action that started it again"})
+    resolve = fields.String(allow_none=True, metadata={"description": "what to check, and what to do then"})
     event = fields.Nested(EventBrief, required=True, allow_none=True)
 
 
@@ -316,6 +330,13 @@ class ActionsQueued(Schema):
 
 class ActionQueued(Schema):
     action_id = fields.String(required=True)
+
+
+class LiveStartedAgain(Schema):
+    action_id = fields.String(required=True, metadata={"description": "the NEW start action"})
+    replaces = fields.String(required=True, metadata={"description": "the failed start it replaces"})
+    room_id = fields.String(required=True)
+    message = fields.String(required=True, metadata={"description": "what was done, in words"})
 
 
 class FinishedReply(Schema):
@@ -379,3 +400,107 @@ class LiveJob(Schema):
     timeline = fields.Nested(Timeline, required=True)
     stream = fields.Nested(Stream, required=True)
     converters = fields.List(fields.Nested(Converter), required=True)
+
+
+# --- what the console shows, for scripts too (GET /api/overview, /api/streams, ...) -------------
+
+class LimitQuery(_Strict):
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class VideosQuery(LimitQuery):
+    state = fields.String(validate=validate.OneOf(("failed", "running", "done")), metadata={
+        "description": "failed: a rung failed, timed out or was deleted; running: not all final; done: all succeeded"})
+
+
+class MinuteCounts(Schema):
+    minute = fields.Float(required=True, metadata={"description": "the minute's start, Unix seconds"})
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
+                         metadata={"description": "\"source|outcome\" -> callbacks (outcome: accepted duplicate "
+                                                  "ignored spooled rejected unavailable error)"})
+
+
+class QueueFigures(Schema):
+    name = fields.String(required=True)
+    depth = fields.Integer(required=True, metadata={"description": "jobs waiting"})
+    oldest_age = fields.Float(required=True, metadata={"description": "seconds the oldest waiting job has waited"})
+    scheduled = fields.Integer(required=True)
+    started = fields.Integer(required=True)
+    failed = fields.Integer(required=True, metadata={"description": "in RQ's failed registry"})
+
+
+class WorkerFigures(Schema):
+    name = fields.String(required=True)
+    hostname = fields.String(required=True, allow_none=True)
+    pid = fields.Integer(required=True, allow_none=True)
+    state = fields.String(required=True)
+    queues = fields.List(fields.String(), required=True)
+    last_heartbeat = fields.Float(required=True, allow_none=True)
+
+
+class Overview(Schema):
+    at = fields.Float(required=True)
+    redis_up = fields.Boolean(required=True)
+    spool_depth = fields.Integer(required=True, metadata={"description": "this web host's spool"})
+    traffic = fields.List(fields.Nested(MinuteCounts), required=True,
+                          metadata={"description": "callbacks per minute, the last hour, oldest first"})
+    rejected_by_reason = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
+                                     metadata={"description": "refused callbacks in the last hour by reason"})
+    queues = fields.List(fields.Nested(QueueFigures), required=True)
+    workers = fields.List(fields.Nested(WorkerFigures), required=True)
+    failed = fields.Integer(required=True, metadata={"description": "actions failed for good + event jobs out "
+                                                                    "of retries"})
+    streams_live = fields.Integer(required=True)
+
+
+class StreamNow(Schema):
+    room_id = fields.String(required=True)
+    job_id = fields.String(allow_none=True)
+    output_url = fields.String(allow_none=True)
+    state = fields.String(required=True)
+    at = fields.Float(required=True, metadata={"description": "when the state was sent (or received)"})
+    current = fields.Boolean(metadata={"description": "the room's latest state"})
+    event_id = fields.String(allow_none=True)
+
+
+class StreamList(Schema):
+    streams = fields.List(fields.Nested(StreamNow), required=True,
+                          metadata={"description": "live ones (CONNECTING CONNECTED RECONNECTING) first, newest first"})
+
+
+class VideoTranscodes(Schema):
+    video_id = fields.String(required=True)
+    state = fields.String(required=True, metadata={"enum": ["failed", "running", "done"]})
+    updated_at = fields.Float(required=True)
+    rungs = fields.List(fields.Nested(TranscodeRung), required=True)
+
+
+class VideoList(Schema):
+    videos = fields.List(fields.Nested(VideoTranscodes), required=True,
+                         metadata={"description": "failed first, then running, then done; newest change first"})
+
+
+class Rejected(Schema):
+    at = fields.Float(required=True)
+    source = fields.String(required=True)
+    path = fields.String(required=True, metadata={"description": "never the query string (it may hold a token)"})
+    status = fields.Integer(required=True)
+    reason = fields.String(required=True, metadata={"description": "the check that failed, or the field paths "
+                                                                   "that broke the schema; never a secret"})
+    remote_addr = fields.String(required=True)
+
+
+class RejectedList(Schema):
+    items = fields.List(fields.Nested(Rejected), required=True)
+
+
+class AuditEntry(Schema):
+    at = fields.Float(required=True)
+    who = fields.String(required=True, metadata={"description": "the admin token's name"})
+    action = fields.String(required=True, metadata={"description": "replay, requeue, live.start, koophone.apply"})
+    via = fields.String(required=True, metadata={"enum": ["console", "api"]})
+    detail = fields.Dict(required=True)
+
+
+class AuditList(Schema):
+    items = fields.List(fields.Nested(AuditEntry), required=True)

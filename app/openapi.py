@@ -192,6 +192,16 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
             "Start a MetaStudio live job whose callbacks come back here (queued, retried only where safe)",
             {202: _json("ActionQueued", "Queued: see its action"), 409: "Conflict", **BODY_ERRORS,
              **ADMIN_ERRORS}, body="LiveStartRequest")},
+        "/api/live/starts/{action_id}/start-again": {"post": _op(
+            "Send ONE new start request in place of a failed live start (typically one whose outcome is "
+            "unknown), after checking MetaStudio runs no job for it",
+            {202: _json("LiveStartedAgain", "Queued: a new start action, recording the one it replaces"),
+             404: "NotFound", 409: "Conflict", **BODY_ERRORS, **ADMIN_ERRORS}, body="LiveStartAgainRequest",
+            params=[_path_param("action_id", "the failed live start's action id")],
+            description="Nothing starts a live job again by itself (not RQ, a requeue or a replay): this is the "
+                        "only way. 409 if the action is not a failed live start, or was already started again "
+                        "(a start is started again once), or its stream key has expired and none is given. The "
+                        "body is optional.")},
         "/api/live/jobs/{job_id}": {"get": _op(
             "A live job: script timeline, its room's stream states, converter state",
             {200: _json("LiveJob", "The job"), 404: "NotFound", **ADMIN_ERRORS},
@@ -200,6 +210,25 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
             "A video's transcodes per rung: task id, status, progress, target URL",
             {200: _json("Transcodes", "The rungs, lowest first"), 400: "BadRequest", 404: "NotFound",
              **ADMIN_ERRORS}, params=_query(s.TranscodesQuery))},
+        "/api/overview": {"get": _op(
+            "What the console's overview shows: callbacks per minute (last hour), refused ones by reason, "
+            "queues, workers, failures, spool, live streams", {200: _json("Overview", "The figures"),
+                                                               **ADMIN_ERRORS})},
+        "/api/streams": {"get": _op(
+            "Streams by latest state: live ones first", {200: _json("StreamList", "Streams"), 400: "BadRequest",
+                                                        **ADMIN_ERRORS}, params=_query(s.LimitQuery))},
+        "/api/transcodes/videos": {"get": _op(
+            "Videos with transcodes, by state: failed first", {200: _json("VideoList", "Videos"),
+                                                               400: "BadRequest", **ADMIN_ERRORS},
+            params=_query(s.VideosQuery),
+            description="From a bounded scan of the per-video records (at most 5000 keys looked at).")},
+        "/api/rejected": {"get": _op(
+            "Refused callbacks (400 401 413 415), newest first, with the reason; kept 24 h, at most 1000",
+            {200: _json("RejectedList", "Refused callbacks"), 400: "BadRequest", **ADMIN_ERRORS},
+            params=_query(s.LimitQuery))},
+        "/api/audit": {"get": _op(
+            "The audit log: who replayed, requeued, applied or started what, newest first (the last 1000)",
+            {200: _json("AuditList", "Entries"), 400: "BadRequest", **ADMIN_ERRORS}, params=_query(s.LimitQuery))},
         "/api/koophone/apply": {"post": _op(
             "Apply a [koophone.profiles] profile to cloud phones (queued in batches of 100, retried)",
             {202: _json("ActionsQueued", "Queued: one action per batch"), 409: "Conflict", **BODY_ERRORS,
@@ -213,11 +242,15 @@ _MESSAGES = (metastudio.ShootScriptSwitchMessage, metastudio.RtmpStreamStateChan
              metastudio.ReplyCommandFinishMessage)
 _API_SCHEMAS = (s.Error, s.HookAccepted, s.Health, s.Ready, s.EventPage, s.EventDetail, s.ReplayAccepted,
                 s.FailedList, s.RequeueRequest, s.RequeueResult, s.LiveStartRequest, s.ActionQueued, s.LiveJob,
+                s.LiveStartAgainRequest, s.LiveStartedAgain,
                 s.Transcodes, s.KooPhoneApplyRequest, s.ActionsQueued)
 
 
+_FIGURE_SCHEMAS = (s.Overview, s.StreamList, s.VideoList, s.RejectedList, s.AuditList)
+
+
 def _components(spec: APISpec) -> None:
-    for schema in _API_SCHEMAS:
+    for schema in (*_API_SCHEMAS, *_FIGURE_SCHEMAS):
         spec.components.schema(schema.__name__, schema=schema)
     for message in _MESSAGES:
         spec.components.schema(message.__name__, schema=message)

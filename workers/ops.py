@@ -60,9 +60,10 @@ def _policy(s: Settings | None, kind: str):
     return section.http if section else None
 
 
-def replay(redis: Redis, event_id: str, s: Settings | None = None) -> str:
+def replay(redis: Redis, event_id: str, s: Settings | None = None, skipped: list[dict[str, str]] | None = None) -> str:
     """Run the event's processing again. Safe: its actions are keyed for idempotency, and an
-    action that failed for good is requeued. Returns the new job id."""
+    action that failed for good is requeued, unless its outcome is unknown (those are added to
+    ``skipped``, with the reason, when a list is given). Returns the new job id."""
     if not redis.exists(EVENT_PREFIX + event_id):
         raise LookupError(f"no event {event_id} (unknown, or past its retention)")
     n = redis.hincrby(EVENT_PREFIX + event_id, "replays", 1)
@@ -70,7 +71,10 @@ def replay(redis: Redis, event_id: str, s: Settings | None = None) -> str:
     Queue(EVENTS_QUEUE, connection=redis).enqueue(PROCESS_EVENT, event_id, job_id=job_id,
                                                   description=f"replay event {event_id}")
     for action in actions.event_actions(redis, event_id):
-        if action.get("status") == "failed":
+        if actions.is_outcome_unknown(action):
+            if skipped is not None:
+                skipped.append({"id": action["id"], "reason": _UNKNOWN_SKIPPED})
+        elif action.get("status") == "failed":
             actions.requeue(redis, action["id"], _policy(s, action.get("kind", "")))
     return job_id
 
@@ -101,6 +105,11 @@ def koophone_apply(redis: Redis, s: Settings, profile: str, instance_ids: list[s
 
 def live_start(redis: Redis, s: Settings, room_id: str, output_url: str, stream_key: str) -> str:
     return live.queue_start(redis, s, room_id, output_url, stream_key)
+
+
+def live_start_again(redis: Redis, s: Settings, action_id: str, stream_key: str | None = None) -> dict[str, Any]:
+    """One NEW start request in place of a failed live start (see ``live.start_again``)."""
+    return live.start_again(redis, s, action_id, stream_key)
 
 
 def live_show(redis: Redis, job_id: str) -> dict[str, Any] | None:
@@ -259,9 +268,11 @@ def _failed_item(redis: Redis, item_id: str, failed_at: float | None = None) -> 
     return {"id": item_id, "kind": doc.get("kind"), "event_id": doc.get("event_id"), "status": doc.get("status"),
             "attempts": doc.get("attempts"), "failed_at": failed_at,
             "last_error": doc.get("last_error") or (_job_error(job) if job else None),
-            "params": doc.get("params") or {},
+            "params": doc.get("params") or {}, "outcome": doc.get("outcome"),
+            "replaced_by": doc.get(live.REPLACED_BY), "resolve": live.resolution(doc),
             # A finished job with a failed record: its effect ended badly later (a transcode task).
-            "requeueable": job is not None or _job_status(redis, actions.job_id(item_id)) == "finished",
+            "requeueable": not actions.is_outcome_unknown(doc) and (
+                job is not None or _job_status(redis, actions.job_id(item_id)) == "finished"),
             "event": _event_brief(redis, doc.get("event_id"))}
 
 
@@ -297,6 +308,10 @@ def failed_items(redis: Redis, *, ids: list[str] | None = None, kind: str | None
     return items[:limit]
 
 
+_UNKNOWN_SKIPPED = ("outcome unknown: the vendor may have done it, so it is never run again by a requeue or a "
+                    "replay; check the vendor (see its `resolve`), then start it again explicitly if need be")
+
+
 def requeue_failed(redis: Redis, s: Settings | None, items: list[dict[str, Any]]) -> dict[str, list]:
     """Run failed actions and event jobs again (actions with their vendor's retry schedule).
     Returns {"requeued": [ids], "skipped": [{"id", "reason"}]}."""
@@ -309,6 +324,8 @@ def requeue_failed(redis: Redis, s: Settings | None, items: list[dict[str, Any]]
                 requeued.append(item["id"])
             except (NoSuchJobError, InvalidJobOperation):
                 skipped.append({"id": item["id"], "reason": "no longer in the failed registry"})
+        elif actions.is_outcome_unknown(item):
+            skipped.append({"id": item["id"], "reason": _UNKNOWN_SKIPPED})
         elif actions.requeue(redis, item["id"], _policy(s, item["kind"] or "")):
             requeued.append(item["id"])
         else:
