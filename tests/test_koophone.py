@@ -4,15 +4,20 @@ per call. What each instance got is read back from the simulator (the real API c
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from click.testing import CliRunner
 
 from app.cli import main as cli
 from tests.conftest import ROOM, vendor_sections
+from tests.helpers import wait_until
 from tests.vendor_harness import (
+    Workers,
     applied_rates,
     koophone_instance,
     post_live,
+    post_signed,
     set_faults,
     sim_calls,
     stream_event,
@@ -139,3 +144,57 @@ def test_permanent_error_fails_the_apply_with_the_vendors_message(vendor_app, si
     assert record["last_error"]["message"] == "instances are not in the same region"
     assert [a["id"] for a in ops.failed(redis_client)] == [action_id]
     assert koophone_instance(sim.url, "r1") is None
+
+
+@pytest.fixture
+def workers(base_config, tmp_path):
+    started = Workers(base_config, tmp_path)
+    yield started
+    started.stop_all()
+
+
+def test_a_slow_reconnecting_put_landing_after_connected_leaves_the_phones_normal(make_app, sim, redis_client,
+                                                                                 workers):
+    """Two real workers. RECONNECTING's PUT is slow (it lands late at KooPhone); CONNECTED comes
+    meanwhile. The phones must end on "normal" at KooPhone, not on the late "low"."""
+    sections = vendor_sections(sim.url)
+    sections["koophone"]["read_timeout"] = 5.0
+    workers.start(redis_client, **sections)
+    workers.start(redis_client, **sections)
+    client = make_app(**sections).test_client()
+    set_faults(sim.url, {"koophone": {"video-setting": {"latency_ms": 1500}}})
+    t = time.time() - 10
+    reconnecting = post_signed(client, stream_event(ROOM, "RECONNECTING"), t)
+    wait_until(lambda: any(c["pending"] for c in sim_calls(sim.url, "koophone")), timeout=20,
+               what="RECONNECTING's PUT to be in flight")
+    set_faults(sim.url, {})  # only that one call is slow
+    connected = post_signed(client, stream_event(ROOM, "CONNECTED"), t + 1)
+    ids = [f"koophone-{reconnecting}-0-0", f"koophone-{connected}-0-0"]
+    wait_until(lambda: all(s in DONE for s in statuses(redis_client, ids)), timeout=30, what="both applies")
+    assert statuses(redis_client, ids) == ["succeeded", "succeeded"]
+    wait_until(lambda: not any(c["pending"] for c in sim_calls(sim.url, "koophone")), what="the PUTs to land")
+    for phone in ("phone-1", "phone-2"):
+        assert applied_rates(koophone_instance(sim.url, phone)) == {NORMAL}
+        assert redis_client.hget(INSTANCE_PREFIX + phone, "profile") == b"normal"
+    calls = sim_calls(sim.url, "koophone")
+    assert [applied_rates({"instance_settings": c["body"]["instance_settings"]}) for c in calls] == [{LOW}, {NORMAL}]
+
+
+def test_an_unknown_put_outcome_is_not_trusted(make_app, sim, drive, redis_client):
+    """RECONNECTING's PUT is applied (low) but its answer lost; CONNECTED comes before the retry.
+    Our record still says normal, but it is marked pending, so CONNECTED's apply PUTs normal."""
+    sections = vendor_sections(sim.url)
+    sections["koophone"].update(retry_base_seconds=2.0, retry_max_seconds=2.0)  # the retry comes later
+    client = make_app(**sections).test_client()
+    t = time.time() - 10
+    first = post_signed(client, stream_event(ROOM, "CONNECTED"), t)
+    drive(lambda: statuses(redis_client, [f"koophone-{first}-0-0"]) == ["succeeded"], what="normal")
+    set_faults(sim.url, {"koophone": {"drop_times": 1, "after_effect": True}})
+    low = post_signed(client, stream_event(ROOM, "RECONNECTING"), t + 1)
+    drive(lambda: statuses(redis_client, [f"koophone-{low}-0-0"]) == ["retrying"], what="low's answer to be lost")
+    assert applied_rates(koophone_instance(sim.url, "phone-1")) == {LOW}
+    again = post_signed(client, stream_event(ROOM, "CONNECTED"), t + 2)
+    ids = [f"koophone-{low}-0-0", f"koophone-{again}-0-0"]
+    drive(lambda: statuses(redis_client, ids) == ["succeeded"] * 2, what="CONNECTED's apply and low's retry")
+    assert applied_rates(koophone_instance(sim.url, "phone-1")) == {NORMAL}
+    assert redis_client.hget(INSTANCE_PREFIX + "phone-1", "profile") == b"normal"
