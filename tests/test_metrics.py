@@ -297,8 +297,8 @@ def test_gunicorn_makes_cleans_and_removes_its_metrics_folder(gunicorn_proc, tmp
 # --- build, process and spool-disk figures ----------------------------------------------------
 
 def test_build_info_and_this_process_figures(client):
-    from importlib import metadata
     import platform
+    from importlib import metadata
 
     m = get_metrics(client)
     info = [dict(ls) for (n, ls), v in m.items() if n == "mediahook_build_info" and v == 1]
