@@ -1,39 +1,67 @@
 """Transcode after upload: one Muducloud task per video and rung, polled to a final state.
 
-Exactly once in effect: Muducloud's create is not idempotent, so the record
-``mh:transcode:<video>:<rung>`` says ``creating`` *before* the call; an attempt that finds
-``creating`` (a retry after a timeout, a worker killed between "create" and "record the id")
-looks the task up on Muducloud before creating another. A per-rung lock keeps two attempts
-from racing. A repeated callback, a replay or a retry of a submitted rung does nothing.
+The rung record ``mh:transcode:<video>:<rung>`` is the truth about a rung: what the newest
+callback wants (``wanted_url``), the task that serves it, and its state:
 
-States: creating → submitted → waiting → transcoding → success | failed | deleted | timed_out;
-a failed task is resubmitted up to ``resubmit_count`` times.
+    queued → creating → submitted → waiting → transcoding → success | failed | deleted | timed_out
+                                                  └─ failed at the vendor → resubmitting → creating …
+
+Exactly once in effect: Muducloud's create is not idempotent, so the intent is recorded
+(``unknown_since``) *before* the call and cleared once the answer says what happened. Only an
+attempt that finds an intent whose outcome is unknown (a timeout, a lost answer, a 5xx, a worker
+killed mid-call) reads the vendor's list, back to that intent's time only, and adopts what it
+finds instead of creating again. A per-rung lock keeps two attempts from racing.
+
+Every rung ends in a final state. Transient errors delay it (a submit is retried until the
+rung's ``give_up_at``, a poll that errors is just polled again) but do not fail it; a bad
+ending (failed, deleted, timed out) marks the rung's submit action failed, so it is listed
+with the failed actions, and a requeue, a replay or a newer callback runs it again: that
+adopts the old task if it is still alive or succeeded late, else creates a new one.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
+from urllib.parse import quote
 
 from redis import Redis
+from redis.exceptions import RedisError
+from rq import get_current_job
+from rq.job import Job
 
 from app.vendor_settings import RUNG_TEMPLATE_IDS, Transcoder
-from workers import actions
+from workers import actions, locks
 from workers.actions import Skip, tracked
 from workers.clients import muducloud
 from workers.clients.http import VendorError
 from workers.context import redis as current_redis
 from workers.context import settings
 
+log = logging.getLogger(__name__)
+
 TRANSCODE_PREFIX = "mh:transcode:"
 VIDEO_RUNGS_PREFIX = "mh:video-rungs:"
-LOCK_PREFIX = "mh:lock:transcode:"
-FINAL_STATES = {"success", "failed", "deleted", "timed_out"}
+LOCK_NAME = "transcode:"
+LOCK_PREFIX = locks.LOCK_PREFIX + LOCK_NAME
+BAD_ENDINGS = {"failed", "deleted", "timed_out"}
+FINAL_STATES = {"success", *BAD_ENDINGS}
+TASK_STATES = {"submitted", "default", "waiting", "transcoding"}  # a live task is being polled
 TTL = 90 * 86400
+# How far before an unknown create's intent its task may carry a creation time: the vendor's
+# clock and ours differ a little. The lookup reads the list back to (intent - slack) only.
+LOOKUP_SLACK_SECONDS = 120.0
+# Fields of a video record put into origin_url_template as they are (a host is not quoted).
+UNQUOTED_FIELDS = {"publishDomain"}
 
 
 def key(video_id: str, rung: str) -> str:
     return f"{TRANSCODE_PREFIX}{video_id}:{rung}"
+
+
+def submit_action_id(video_id: str, rung: str) -> str:
+    return f"transcode-{video_id}-{rung}"
 
 
 # --- deciding what to submit ------------------------------------------------------------------
@@ -61,7 +89,10 @@ def rungs_for(cfg: Transcoder, video: dict[str, Any]) -> list[str]:
 
 
 def origin_url(cfg: Transcoder, video: dict[str, Any]) -> str:
-    fields = {k: ("" if v is None else str(v)) for k, v in video.items() if not isinstance(v, (list, dict))}
+    """The source URL from the template. Values go in URL-quoted (a videoId may hold spaces,
+    dots or any character the schema accepts); the host does not."""
+    fields = {k: ("" if v is None else str(v) if k in UNQUOTED_FIELDS else quote(str(v), safe=""))
+              for k, v in video.items() if not isinstance(v, (list, dict))}
     try:
         return cfg.origin_url_template.format_map(fields)
     except KeyError as exc:
@@ -70,32 +101,74 @@ def origin_url(cfg: Transcoder, video: dict[str, Any]) -> str:
 
 def plan_upload(redis: Redis, cfg: Transcoder, videos: list[dict[str, Any]],
                 event_id: str) -> tuple[list[str], list[str]]:
-    """Queue a submit per video and rung; returns (action ids, notes on what was not queued)."""
-    action_ids, notes = [], []
+    """Queue a submit per video and rung; returns (action ids, notes on what was not queued).
+    Each video is planned on its own: one that cannot be planned is noted, the others go on."""
+    action_ids: list[str] = []
+    notes: list[str] = []
     for video in videos:
-        video_id = video["videoId"]
-        if not needs_transcode(video):
-            notes.append(f"video {video_id}: transcodeState {video.get('transcodeState')} "
-                         f"(encrypt {video.get('encrypt')}) means transcoded or transcoding; skipped")
-            continue
         try:
-            url = origin_url(cfg, video)
-        except ValueError as exc:
-            notes.append(str(exc))
-            continue
-        rungs = rungs_for(cfg, video)
-        if not rungs:
-            notes.append(f"video {video_id}: source height {source_height(video)} is below every rung of the ladder")
-        for rung in rungs:
-            action_id = f"transcode-{video_id}-{rung}"
-            actions.enqueue(redis, action_id, submit, kind="transcode.submit", event_id=event_id, policy=cfg.http,
-                            params={"action_id": action_id, "video_id": video_id, "rung": rung, "origin_url": url,
-                                    "event_id": event_id})
-            action_ids.append(action_id)
+            ids, more = _plan_video(redis, cfg, video, event_id)
+        except RedisError:
+            raise  # not the video's fault: the event job is retried
+        except Exception as exc:
+            log.exception("video %r: not planned", video.get("videoId"))
+            ids, more = [], [f"video {video.get('videoId')!r}: not planned ({exc.__class__.__name__}: {exc})"]
+        action_ids += ids
+        notes += more
     return action_ids, notes
 
 
-# --- the actions ----------------------------------------------------------------------------
+def _plan_video(redis: Redis, cfg: Transcoder, video: dict[str, Any], event_id: str) -> tuple[list[str], list[str]]:
+    video_id = video["videoId"]
+    if not needs_transcode(video):
+        return [], [f"video {video_id}: transcodeState {video.get('transcodeState')} "
+                    f"(encrypt {video.get('encrypt')}) means transcoded or transcoding; skipped"]
+    try:
+        url = origin_url(cfg, video)
+    except ValueError as exc:
+        return [], [str(exc)]
+    rungs = rungs_for(cfg, video)
+    ids, notes = [], []
+    if not rungs:
+        notes.append(f"video {video_id}: source height {source_height(video)} is below every rung of the ladder")
+    for rung in rungs:
+        action_id, note = want(redis, cfg, video_id, rung, url, event_id)
+        if action_id:
+            ids.append(action_id)
+        if note:
+            notes.append(note)
+    return ids, notes
+
+
+def want(redis: Redis, cfg: Transcoder, video_id: str, rung: str, url: str,
+         event_id: str | None) -> tuple[str | None, str | None]:
+    """Ask for a rung from a callback: (the submit action queued, or None; a note).
+
+    A rung done or with a live task is left alone. Otherwise the newest callback's URL becomes
+    the rung's ``wanted_url`` and the rung's submit action runs (again, if it ended badly)."""
+    state = _state(redis, video_id, rung)
+    status = state.get("state")
+    if status == "success":
+        return None, f"video {video_id} rung {rung}: already transcoded (task {state.get('task_id')})"
+    if status in TASK_STATES or status == "resubmitting":
+        return None, f"video {video_id} rung {rung}: in progress (task {state.get('task_id')}, {status})"
+    action_id = state.get("action_id") or submit_action_id(video_id, rung)
+    fields: dict[str, Any] = {"wanted_url": url, "event_id": event_id or "", "action_id": action_id}
+    if status is None:
+        fields["state"] = "queued"
+    if status is None or status in BAD_ENDINGS:
+        fields["give_up_at"] = repr(time.time() + cfg.poll_deadline_seconds)
+    _set(redis, video_id, rung, **fields)
+    actions.enqueue(redis, action_id, submit, kind="transcode.submit", event_id=event_id, policy=cfg.http,
+                    params=_submit_params(action_id, video_id, rung, url, event_id))
+    return action_id, None
+
+
+def _submit_params(action_id: str, video_id: str, rung: str, url: str, event_id: str | None) -> dict[str, Any]:
+    return {"action_id": action_id, "video_id": video_id, "rung": rung, "origin_url": url, "event_id": event_id}
+
+
+# --- the rung record --------------------------------------------------------------------------
 
 def _state(redis: Redis, video_id: str, rung: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in redis.hgetall(key(video_id, rung)).items()}
@@ -112,50 +185,205 @@ def _set(redis: Redis, video_id: str, rung: str, **fields: Any) -> None:
     pipe.execute()
 
 
-def submit(action_id: str, video_id: str, rung: str, origin_url: str, event_id: str | None = None) -> None:
+def _end_badly(redis: Redis, video_id: str, rung: str, state: dict[str, str], ending: str, code: Any,
+               message: str) -> None:
+    """A bad final state: kept on the rung and listed with the failed actions (its submit action)."""
+    _set(redis, video_id, rung, state=ending, error=f"{code}: {message}" if ending == "failed" else message,
+         error_code="" if code is None else code, error_message=message, ended_at=repr(time.time()))
+    action_id = state.get("action_id") or submit_action_id(video_id, rung)
+    actions.fail_later(redis, action_id, {
+        "vendor": muducloud.VENDOR, "code": code, "message": message, "status": None, "transient": False,
+        "rung_state": ending, "task_id": state.get("task_id") or None})
+
+
+def _retire(state: dict[str, str]) -> str:
+    """failed_task_ids with the rung's current task added (it is being replaced)."""
+    ids = [i for i in (state.get("failed_task_ids") or "").split(",") if i]
+    if state.get("task_id") and state["task_id"] not in ids:
+        ids.append(state["task_id"])
+    return ",".join(ids)
+
+
+# --- submitting -------------------------------------------------------------------------------
+
+def submit(action_id: str, video_id: str, rung: str, origin_url: str | None = None,
+           event_id: str | None = None) -> None:
+    """Bring the rung to a live (or finished) task. ``origin_url`` is only a fallback: what is
+    sent is the rung record's ``wanted_url``, the newest callback's, read now."""
     redis = current_redis()
+    job = get_current_job()
     with tracked(redis, action_id) as out:
         cfg = settings().transcoder
         if cfg is None:
             raise Skip("[transcoder] is not configured")
-        lock = redis.lock(LOCK_PREFIX + f"{video_id}:{rung}", timeout=4 * (cfg.http.connect_timeout +
-                          cfg.http.read_timeout) + 30, blocking_timeout=cfg.http.read_timeout + 10)
-        if not lock.acquire():
-            raise RuntimeError(f"transcode {video_id}/{rung} is being submitted by another attempt")
         try:
-            out["result"] = _submit(redis, cfg, video_id, rung, origin_url, event_id)
-        finally:
-            try:
-                lock.release()
-            except Exception:
-                pass
-
-
-def _submit(redis: Redis, cfg: Transcoder, video_id: str, rung: str, url: str, event_id: str | None) -> dict:
-    state = _state(redis, video_id, rung)
-    if state.get("task_id") and state.get("state") != "resubmitting":
-        _schedule_poll(redis, cfg, video_id, rung, state["task_id"], int(state.get("poll_n", 0) or 0))
-        raise Skip(f"already submitted as task {state['task_id']} ({state.get('state')})")
-    template_id = RUNG_TEMPLATE_IDS[rung]
-    task_id = None
-    if state.get("state") == "creating":
-        # An earlier attempt may have created it and died before recording the id.
-        found = muducloud.find(cfg, url, template_id)
-        task_id = found.id if found else None
-    if task_id is None:
-        _set(redis, video_id, rung, state="creating", origin_url=url, template_id=template_id,
-             intent_at=repr(time.time()), event_id=event_id or "")
-        try:
-            task_id = muducloud.create(cfg, url, template_id)
-        except VendorError as exc:
-            if not exc.transient:
-                _set(redis, video_id, rung, state="failed", error=f"{exc.code}: {exc.message}")
+            # One attempt per rung at a time; a killed holder's lock lapses within the lock's short TTL.
+            with locks.locked(redis, LOCK_NAME + f"{video_id}:{rung}",
+                              wait=2 * (cfg.http.connect_timeout + cfg.http.read_timeout) + 10):
+                out["result"] = _submit(redis, cfg, action_id, video_id, rung, origin_url)
+        except Skip:
             raise
-    _set(redis, video_id, rung, state="submitted", task_id=task_id, submitted_at=repr(time.time()),
-         deadline=repr(time.time() + cfg.poll_deadline_seconds), poll_n=1, progress=0.0)
-    _schedule_poll(redis, cfg, video_id, rung, task_id, 1)
-    return {"task_id": task_id, "rung": rung, "template_id": template_id}
+        except Exception as exc:
+            _after_error(redis, cfg, job, video_id, rung, exc)
+            raise
 
+
+def _after_error(redis: Redis, cfg: Transcoder, job: Job | None, video_id: str, rung: str,
+                 exc: Exception) -> None:
+    """Transient errors are retried until the rung's ``give_up_at`` (past RQ's attempt count,
+    at the schedule's longest interval); what ends the submit for good ends the rung failed."""
+    state = _state(redis, video_id, rung)
+    transient = not isinstance(exc, VendorError) or exc.transient
+    give_up_at = float(state.get("give_up_at") or 0) or time.time() + cfg.poll_deadline_seconds
+    if transient and job is not None and time.time() < give_up_at and not job.retries_left:
+        job.retries_left = 1
+        if not job.retry_intervals:
+            job.retry_intervals = [max(1, round(cfg.http.retry_max_seconds))]
+    if transient and job is not None and job.retries_left:
+        return
+    if state.get("state") not in FINAL_STATES:
+        code = exc.code if isinstance(exc, VendorError) else exc.__class__.__name__
+        message = exc.message if isinstance(exc, VendorError) else str(exc)[:500]
+        # The action itself fails now (tracked lists it): only the rung's state is set here.
+        _set(redis, video_id, rung, state="failed", error=f"{code}: {message}", error_code=code or "",
+             error_message=message, ended_at=repr(time.time()))
+
+
+def _submit(redis: Redis, cfg: Transcoder, action_id: str, video_id: str, rung: str,
+            fallback_url: str | None) -> dict:
+    state = _state(redis, video_id, rung)
+    status = state.get("state")
+    url = state.get("wanted_url") or fallback_url
+    if not url:
+        raise Skip("no origin_url for this rung")
+    if status == "success":
+        raise Skip(f"already transcoded as task {state.get('task_id')}")
+    if state.get("task_id") and status in TASK_STATES:
+        _schedule_poll(redis, cfg, video_id, rung, state["task_id"], int(state.get("poll_n", 0) or 0))
+        raise Skip(f"already submitted as task {state['task_id']} ({status})")
+    template_id = RUNG_TEMPLATE_IDS[rung]
+    fields: dict[str, Any] = {"action_id": action_id, "wanted_url": url}
+    if status in BAD_ENDINGS:
+        # Asked again after a bad ending (a replay, a requeue, a newer callback): a fresh budget.
+        fields.update(auto_left=cfg.resubmit_count, give_up_at=repr(time.time() + cfg.poll_deadline_seconds))
+        if state.get("task_id"):
+            adopted = _adopt_old_task(redis, cfg, video_id, rung, state, url, fields)
+            if adopted is not None:
+                return adopted
+    elif not state.get("give_up_at"):
+        fields["give_up_at"] = repr(time.time() + cfg.poll_deadline_seconds)
+    if state.get("task_id"):
+        fields.update(failed_task_ids=_retire(state), task_id="")
+    _set(redis, video_id, rung, **fields)
+    state.update({k: str(v) for k, v in fields.items()})
+
+    if state.get("unknown_since"):
+        adopted = _adopt_unknown(redis, cfg, video_id, rung, state, url, template_id)
+        if adopted is not None:
+            return adopted
+    return _create(redis, cfg, video_id, rung, state, url, template_id)
+
+
+def _adopt_old_task(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[str, str], url: str,
+                    fields: dict[str, Any]) -> dict | None:
+    """After a bad ending, the old task may still be alive (timed out on our side) or may have
+    succeeded late: adopt it if it serves the wanted URL; delete it if it is alive for another."""
+    try:
+        task = muducloud.get(cfg, state["task_id"])
+    except VendorError as exc:
+        if exc.transient:
+            raise
+        return None  # gone (not found): create anew
+    if task.status in muducloud.LIVE | {muducloud.SUCCESS} and task.origin_url == url:
+        _set(redis, video_id, rung, **fields)
+        return _record_task(redis, cfg, video_id, rung, task, adopted="late" if task.status == muducloud.SUCCESS
+                            else "alive")
+    if task.status in muducloud.LIVE:
+        _discard(cfg, task.id)  # serves an older callback's URL: never left running untracked
+    return None
+
+
+def _adopt_unknown(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[str, str], url: str,
+                   template_id: int) -> dict | None:
+    """An earlier create's outcome is unknown: read the vendor's list back to its intent."""
+    since = float(state["unknown_since"]) - LOOKUP_SLACK_SECONDS
+    known = set(filter(None, (state.get("failed_task_ids") or "").split(",")))
+    urls = {url, state.get("origin_url") or url}
+    candidates = [t for u in urls for t in muducloud.find_since(cfg, u, template_id, since)
+                  if t.id not in known and t.status in muducloud.LIVE | {muducloud.SUCCESS}]
+    keep = next((t for t in reversed(candidates) if t.origin_url == url), None)  # the oldest for the wanted URL
+    for task in candidates:
+        if task is not keep and task.status in muducloud.LIVE:
+            _discard(cfg, task.id)  # a second task, or one for an older URL: not left running
+    if keep is None:
+        return None
+    return _record_task(redis, cfg, video_id, rung, keep, adopted="found")
+
+
+def _discard(cfg: Transcoder, task_id: str) -> None:
+    """Delete a task we will not use; one already gone is fine."""
+    try:
+        muducloud.delete(cfg, task_id)
+    except VendorError as exc:
+        if exc.transient:
+            raise
+        log.warning("could not delete Muducloud task %s: %s", task_id, exc)
+
+
+def _not_done(exc: VendorError) -> bool:
+    """The vendor certainly did not create: it said no, it throttled us (429), it was
+    unavailable (503), or the connection was never made. Anything else may have created a task."""
+    if not exc.transient:
+        return True
+    if exc.status in (429, 503):
+        return True
+    return exc.status is None and not exc.maybe_done
+
+
+def _create(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[str, str], url: str,
+            template_id: int) -> dict:
+    earlier_unknown = state.get("unknown_since") or ""
+    # The intent, before the call: if we die or the answer is lost, the next attempt looks it up.
+    _set(redis, video_id, rung, state="creating", origin_url=url, template_id=template_id,
+         intent_at=repr(time.time()), unknown_since=earlier_unknown or repr(time.time()))
+    try:
+        task_id = muducloud.create(cfg, url, template_id)
+    except VendorError as exc:
+        if _not_done(exc):
+            _set(redis, video_id, rung, unknown_since=earlier_unknown)
+        if not exc.transient:
+            _set(redis, video_id, rung, state="failed", error=f"{exc.code}: {exc.message}",
+                 error_code="" if exc.code is None else exc.code, error_message=exc.message,
+                 ended_at=repr(time.time()))
+        raise
+    return _record_task(redis, cfg, video_id, rung, muducloud.Task(
+        id=task_id, status=0, progress=0.0, origin_url=url, task_config_temp_id=template_id, target_url=None,
+        error_code=None, error_info=None), sweep_since=earlier_unknown)
+
+
+def _record_task(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task: muducloud.Task,
+                 adopted: str | None = None, sweep_since: str = "") -> dict:
+    """The rung now has ``task``: poll it (or, succeeded already, finish)."""
+    now = time.time()
+    fields: dict[str, Any] = {"task_id": task.id, "origin_url": task.origin_url or "", "submitted_at": repr(now),
+                              "unknown_since": "", "deadline": repr(now + cfg.poll_deadline_seconds)}
+    if sweep_since:
+        # An earlier create of this rung may still land at the vendor: looked for once the rung is final.
+        fields["sweep_since"] = sweep_since
+    result = {"task_id": task.id, "rung": rung, "template_id": task.task_config_temp_id}
+    if adopted:
+        result["adopted"] = adopted
+    if task.status == muducloud.SUCCESS:
+        _set(redis, video_id, rung, **fields, state="success", progress=1.0, target_url=task.target_url or "",
+             error="", ended_at=repr(now))
+        return result
+    _set(redis, video_id, rung, **fields, state="submitted" if task.status == 0 and not adopted else task.state,
+         poll_n=1, progress=task.progress)
+    _schedule_poll(redis, cfg, video_id, rung, task.id, 1)
+    return result
+
+
+# --- polling ----------------------------------------------------------------------------------
 
 def _schedule_poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task_id: str, n: int) -> None:
     delay = min(cfg.poll_initial_seconds * 2 ** max(n - 1, 0), cfg.poll_max_seconds)
@@ -172,35 +400,78 @@ def poll(action_id: str, video_id: str, rung: str, n: int) -> None:
             raise Skip("[transcoder] is not configured")
         state = _state(redis, video_id, rung)
         task_id = state.get("task_id")
-        if not task_id or state.get("state") in FINAL_STATES or int(state.get("poll_n", 0) or 0) != n:
+        if not task_id or state.get("state") not in TASK_STATES or int(state.get("poll_n", 0) or 0) != n:
             raise Skip("superseded")
+        out["result"] = _poll(redis, cfg, video_id, rung, state, n)
+
+
+def _poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[str, str], n: int) -> dict:
+    task_id = state["task_id"]
+    past_deadline = time.time() > float(state.get("deadline") or 0)
+    try:
         task = muducloud.get(cfg, task_id)
-        out["result"] = {"task_id": task_id, "status": task.state, "progress": task.progress}
-        if task.status == 2:
-            _set(redis, video_id, rung, state="success", progress=1.0, target_url=task.target_url or "", error="")
-        elif task.status == 4:
-            _set(redis, video_id, rung, state="deleted")
-        elif task.status == 3:
-            _failed(redis, cfg, state, video_id, rung, f"{task.error_code}: {task.error_info}")
-        elif time.time() > float(state.get("deadline") or 0):
-            _set(redis, video_id, rung, state="timed_out", error=f"not final after {cfg.poll_deadline_seconds:.0f}s")
-        else:
-            _set(redis, video_id, rung, state=task.state, progress=task.progress, poll_n=n + 1)
+        if task.status in muducloud.FINAL and state.get("sweep_since"):
+            _sweep(redis, cfg, video_id, rung, state)
+    except VendorError as exc:
+        if exc.transient and not past_deadline:
+            # A poll that errors is polled again; it is no failure of the rung.
+            _set(redis, video_id, rung, poll_n=n + 1, poll_error=f"{exc.code}: {exc.message}")
             _schedule_poll(redis, cfg, video_id, rung, task_id, n + 1)
+            return {"task_id": task_id, "poll_error": exc.message, "next_poll": n + 1}
+        if exc.transient:
+            _end_badly(redis, video_id, rung, state, "timed_out", "timed_out",
+                       f"not final after {cfg.poll_deadline_seconds:.0f}s (last poll: {exc.message})")
+        elif exc.code == muducloud.NOT_FOUND:
+            _end_badly(redis, video_id, rung, state, "deleted", exc.code, exc.message)
+        else:
+            _end_badly(redis, video_id, rung, state, "failed", exc.code, exc.message)
+        return {"task_id": task_id, "error": exc.message}
+    result = {"task_id": task_id, "status": task.state, "progress": task.progress}
+    if task.status == muducloud.SUCCESS:
+        _set(redis, video_id, rung, state="success", progress=1.0, target_url=task.target_url or "", error="",
+             ended_at=repr(time.time()))
+    elif task.status == muducloud.DELETED:
+        _end_badly(redis, video_id, rung, state, "deleted", "deleted", f"task {task_id} was deleted at Muducloud")
+    elif task.status == muducloud.FAILED:
+        _task_failed(redis, cfg, video_id, rung, state, task)
+    elif past_deadline:
+        _end_badly(redis, video_id, rung, state, "timed_out", "timed_out",
+                   f"not final after {cfg.poll_deadline_seconds:.0f}s")
+    else:
+        _set(redis, video_id, rung, state=task.state, progress=task.progress, poll_n=n + 1, poll_error="")
+        _schedule_poll(redis, cfg, video_id, rung, task_id, n + 1)
+    return result
 
 
-def _failed(redis: Redis, cfg: Transcoder, state: dict[str, str], video_id: str, rung: str, error: str) -> None:
-    resubmits = int(state.get("resubmits", 0) or 0)
-    if resubmits >= cfg.resubmit_count:
-        _set(redis, video_id, rung, state="failed", error=error)
+def _sweep(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[str, str]) -> None:
+    """A create whose outcome was unknown may have landed after the task we kept was made:
+    delete any such second task, so that none runs untracked."""
+    template_id = int(state.get("template_id") or RUNG_TEMPLATE_IDS[rung])
+    since = float(state["sweep_since"]) - LOOKUP_SLACK_SECONDS
+    for task in muducloud.find_since(cfg, state.get("origin_url") or "", template_id, since):
+        if task.id != state["task_id"] and task.status in muducloud.LIVE | {muducloud.SUCCESS}:
+            _discard(cfg, task.id)
+            log.warning("transcode %s/%s: deleted duplicate task %s", video_id, rung, task.id)
+    _set(redis, video_id, rung, sweep_since="")
+
+
+def _task_failed(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[str, str],
+                 task: muducloud.Task) -> None:
+    """The vendor failed the task: resubmit while the rung's automatic resubmits last."""
+    code, message = task.error_code, task.error_info or "transcoding failed"
+    left = int(state["auto_left"]) if state.get("auto_left") else cfg.resubmit_count
+    if left <= 0:
+        _end_badly(redis, video_id, rung, state, "failed", code, message)
         return
-    failed_ids = ",".join(filter(None, [state.get("failed_task_ids"), state["task_id"]]))
-    _set(redis, video_id, rung, state="resubmitting", resubmits=resubmits + 1, failed_task_ids=failed_ids,
-         error=error)
-    action_id = f"transcode-{video_id}-{rung}-resubmit{resubmits + 1}"
-    actions.enqueue(redis, action_id, submit, kind="transcode.submit", event_id=state.get("event_id") or None,
-                    policy=cfg.http, params={"action_id": action_id, "video_id": video_id, "rung": rung,
-                                             "origin_url": state["origin_url"], "event_id": state.get("event_id")})
+    resubmits = int(state.get("resubmits", 0) or 0) + 1
+    action_id = f"{submit_action_id(video_id, rung)}-resubmit{resubmits}"
+    _set(redis, video_id, rung, state="resubmitting", resubmits=resubmits, auto_left=left - 1,
+         error=f"{code}: {message}", action_id=action_id,
+         give_up_at=repr(time.time() + cfg.poll_deadline_seconds))
+    url = state.get("wanted_url") or state.get("origin_url") or ""
+    event_id = state.get("event_id") or None
+    actions.enqueue(redis, action_id, submit, kind="transcode.submit", event_id=event_id, policy=cfg.http,
+                    params=_submit_params(action_id, video_id, rung, url, event_id))
 
 
 def video_transcodes(redis: Redis, video_id: str) -> dict[str, dict[str, str]]:

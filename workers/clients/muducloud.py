@@ -1,12 +1,15 @@
 """Muducloud transcoding API. ``errcode`` 1000 is success; anything else is an error with ``msg``.
 
-Creating a task is not idempotent: callers record their intent first and look the task up
-before creating again (see workers/transcode.py).
+Creating a task is not idempotent: callers record their intent first and, only when a
+create's outcome is unknown, look the task up (``find_since``) before creating again (see
+workers/transcode.py).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from app.vendor_settings import Transcoder
@@ -16,6 +19,11 @@ VENDOR = "muducloud"
 OK = 1000
 STATUS_NAMES = {-1: "default", 0: "waiting", 1: "transcoding", 2: "success", 3: "failed", 4: "deleted"}
 FINAL = {2, 3, 4}
+LIVE = {-1, 0, 1}  # default, waiting, transcoding: the vendor is still working on it
+SUCCESS, FAILED, DELETED = 2, 3, 4
+NOT_FOUND = 1004
+PAGE_SIZE = 100
+MAX_PAGES = 50  # a safety bound: a lookup never reads more than this many pages
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class Task:
     target_url: str | None
     error_code: Any
     error_info: str | None
+    created_at: float | None = None
 
     @property
     def state(self) -> str:
@@ -53,7 +62,17 @@ def _task(doc: dict) -> Task:
     return Task(id=str(doc["id"]), status=int(doc.get("status", -1)), progress=float(doc.get("progress") or 0.0),
                 origin_url=doc.get("origin_url"), task_config_temp_id=doc.get("task_config_temp_id"),
                 target_url=doc.get("target_url") or None, error_code=doc.get("error_code"),
-                error_info=doc.get("error_info") or None)
+                error_info=doc.get("error_info") or None, created_at=_time(doc.get("created_at")))
+
+
+def _time(value: Any) -> float | None:
+    """Unix time of the vendor's ISO 8601 time (it carries its own offset, e.g. +08:00)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
 
 
 def create(cfg: Transcoder, origin_url: str, template_id: int) -> str:
@@ -61,7 +80,8 @@ def create(cfg: Transcoder, origin_url: str, template_id: int) -> str:
                     headers=_headers(cfg),
                     json={"origin_url": origin_url, "task_config_temp_id": template_id, "format": cfg.format}))
     if not body.get("id"):
-        raise VendorError(VENDOR, "create-transcode answered without an id", transient=True)
+        # It answered "OK" all the same: a task may exist.
+        raise VendorError(VENDOR, "create-transcode answered without an id", transient=True, maybe_done=True)
     return str(body["id"])
 
 
@@ -77,19 +97,30 @@ def list_page(cfg: Transcoder, page: int = 1, limit: int = 100) -> tuple[list[Ta
     return [_task(d) for d in body.get("results") or []], int(body.get("count") or 0)
 
 
-def find(cfg: Transcoder, origin_url: str, template_id: int, max_pages: int = 50) -> Task | None:
-    """A live (not failed, not deleted) task for this source and definition, if the vendor has one."""
-    page, seen = 1, 0
-    while page <= max_pages:
-        tasks, count = list_page(cfg, page)
-        for task in tasks:
-            if task.origin_url == origin_url and task.task_config_temp_id == template_id and task.status not in (3, 4):
-                return task
-        seen += len(tasks)
-        if not tasks or seen >= count:
-            return None
-        page += 1
-    return None
+def find_since(cfg: Transcoder, origin_url: str, template_id: int, since: float) -> list[Task]:
+    """Tasks for this source and definition created at ``since`` or later, newest first.
+
+    Reads the vendor's list from its newest end back to ``since`` only, so its cost follows
+    the tasks created since then, not the account's size. The vendor does not document the
+    list's order: the first page tells (newest first, as the simulator answers, or oldest
+    first, then read from the last page back). A list without creation times is read whole,
+    up to MAX_PAGES."""
+    first, count = list_page(cfg, 1, PAGE_SIZE)
+    times = [t.created_at for t in first if t.created_at is not None]
+    oldest_first = len(times) >= 2 and times[0] < times[-1]
+    pages = max(1, math.ceil(count / PAGE_SIZE))
+    order = range(pages, 0, -1) if oldest_first else range(1, pages + 1)
+    found: list[Task] = []
+    for n, page in enumerate(order):
+        if n >= MAX_PAGES:
+            break
+        tasks = first if page == 1 else list_page(cfg, page, PAGE_SIZE)[0]
+        found += [t for t in tasks if t.origin_url == origin_url and t.task_config_temp_id == template_id
+                  and (t.created_at is None or t.created_at >= since)]
+        stamped = [t.created_at for t in tasks if t.created_at is not None]
+        if not tasks or (stamped and min(stamped) < since):
+            break  # past the bound: everything further is older
+    return sorted(found, key=lambda t: t.created_at or 0.0, reverse=True)
 
 
 def delete(cfg: Transcoder, task_id: str) -> None:
