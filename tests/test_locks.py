@@ -1,0 +1,72 @@
+"""workers.locks.locked: a live holder keeps its lock as long as it works (renewed), a holder
+killed with SIGKILL blocks others for at most the short TTL. Real Redis, a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+from workers.locks import LOCK_PREFIX, Busy, locked
+
+HOLDER = """
+import sys, time
+from redis import Redis
+from workers.locks import locked
+with locked(Redis.from_url(sys.argv[1]), sys.argv[2], wait=5, ttl=float(sys.argv[3])):
+    print("held", flush=True)
+    while True:
+        time.sleep(60)
+"""
+
+
+@pytest.fixture
+def holder(redis_server):
+    procs = []
+
+    def start(name: str, ttl: float) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, redis_server.url, name, str(ttl)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"  # blocks until the lock is taken
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_a_live_holder_keeps_the_lock_past_its_ttl(holder, redis_client):
+    holder("live", ttl=1.0)
+    started = time.monotonic()
+    with pytest.raises(Busy):
+        with locked(redis_client, "live", wait=2.5, ttl=1.0):
+            pass
+    assert time.monotonic() - started >= 2.0  # it waited, and the 1 s lock was renewed all along
+    assert redis_client.exists(LOCK_PREFIX + "live")
+
+
+def test_a_killed_holder_blocks_others_for_at_most_the_ttl(holder, redis_client):
+    proc = holder("killed", ttl=2.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    started = time.monotonic()
+    with locked(redis_client, "killed", wait=30, ttl=2.0):
+        waited = time.monotonic() - started
+    assert waited < 2.5, f"waited {waited:.1f} s for a dead holder"
+    assert not redis_client.exists(LOCK_PREFIX + "killed")  # released on exit
+
+
+def test_the_lock_is_released_when_the_body_raises(redis_client):
+    with pytest.raises(ValueError):
+        with locked(redis_client, "raises", wait=1):
+            assert redis_client.exists(LOCK_PREFIX + "raises")
+            raise ValueError("boom")
+    assert not redis_client.exists(LOCK_PREFIX + "raises")
