@@ -83,47 +83,19 @@ def workers(redis: Redis) -> list[dict[str, Any]]:
 
 # --- live streams -------------------------------------------------------------------------------
 
-def _stream_module():
+def streams_now(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
+    """Streams by latest state (``streams.list_streams``), live ones first, then newest first."""
     from workers import streams
 
-    return streams
-
-
-def streams_now(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
-    """Streams by latest state, live ones first, newest first: ``streams.list_streams`` where the
-    worker side provides it, else a bounded scan of the per-room stream records."""
-    streams = _stream_module()
-    if hasattr(streams, "list_streams"):
-        found = streams.list_streams(redis, limit=limit)
-        return sorted(found, key=lambda s: (s.get("state") not in LIVE_STATES, -(s.get("at") or 0)))
-    prefix, history = streams.STREAM_PREFIX, streams.HISTORY_SUFFIX
-    keys = []
-    for n, key in enumerate(redis.scan_iter(match=prefix + "*", count=500)):
-        if n >= SCAN_BUDGET:
-            break
-        name = key.decode()
-        if not name.endswith(history):
-            keys.append(name)
-    pipe = redis.pipeline(transaction=False)
-    for key in keys:
-        pipe.hmget(key, "state", "received_at", "job_id", "output_url", "event_id")
-    out = []
-    for key, (state, at, job_id, output_url, event_id) in zip(keys, pipe.execute() if keys else [], strict=True):
-        if state is None:
-            continue
-        out.append({"room_id": key[len(prefix):], "job_id": (job_id or b"").decode(), "state": state.decode(),
-                    "at": float(at or 0), "output_url": (output_url or b"").decode(),
-                    "event_id": (event_id or b"").decode(), "current": True})
-    out.sort(key=lambda s: (s["state"] not in LIVE_STATES, -s["at"]))
-    return out[:limit]
+    found = streams.list_streams(redis, limit=limit)
+    return sorted(found, key=lambda s: (not (s.get("current") and s.get("state") in LIVE_STATES), -(s.get("at") or 0)))
 
 
 def stream_history(redis: Redis, room_id: str, job_id: str | None = None) -> list[dict[str, Any]]:
-    """A room's (or room and job's) states, oldest first."""
-    streams = _stream_module()
-    if hasattr(streams, "stream_history") and job_id:
-        return list(streams.stream_history(redis, room_id, job_id))
-    return streams.history(redis, room_id)
+    """A room's states (one job's, given ``job_id``), oldest first in stream order."""
+    from workers import streams
+
+    return streams.stream_history(redis, room_id, job_id) if job_id else streams.history(redis, room_id)
 
 
 # --- transcodes ---------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ def reason(source: str, status: int, answer: bytes, environ: dict, settings: Set
     paths with their messages), or for a 401 from ``auth_reason``."""
     if status == 401 and settings is not None:
         return auth_reason(source, Request(environ), settings)[:MAX_REASON]
+    if status == 413:  # Werkzeug's own wording says less
+        return DEFAULT_REASONS[413]
     try:
         doc = json.loads(answer)
     except ValueError:
