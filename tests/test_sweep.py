@@ -178,3 +178,21 @@ def test_mediahook_sweep_command(base_config, redis_client, make_app, tmp_path):
     done = cli()
     assert done["events_requeued"] == [event_id] and done["full"] is True
     assert queue(redis_client, EVENTS_QUEUE).get_job_ids() == [f"event-{event_id}"]
+
+
+def test_open_index_holds_the_pending_actions_and_the_sweep_drops_finished_ones(vendor_app, drive, redis_client):
+    settings = _worker_settings()
+    [action_id] = ops.koophone_apply(redis_client, settings, "low", ["phone-o"])
+    assert redis_client.zscore(actions.OPEN_INDEX, action_id) is not None
+    drive(lambda: actions.record(redis_client, action_id)["status"] == "succeeded", what="the action")
+    assert redis_client.zscore(actions.OPEN_INDEX, action_id) is None
+    # Queued again under the same id (a repeat delivery, a replay): RQ says it exists, and the
+    # index briefly holds a finished action, which the sweep drops without running it.
+    params = {"action_id": action_id, "profile": "low", "instance_ids": ["phone-o"]}
+    assert actions.enqueue(redis_client, action_id, "workers.video_settings.apply", kind="koophone.apply",
+                           event_id=None, policy=settings.koophone.http, params=params) == "exists"
+    assert redis_client.zscore(actions.OPEN_INDEX, action_id) is not None
+    report = run_sweep(redis_client)
+    assert report.actions_requeued == [] and report.actions_checked == 1
+    assert redis_client.zscore(actions.OPEN_INDEX, action_id) is None
+    assert actions.record(redis_client, action_id)["attempts"] == 1

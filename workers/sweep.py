@@ -64,7 +64,24 @@ LAST_KEY = "mh:sweep:last"  # set by a worker's sweep for INTERVAL_SECONDS: the 
 FULL_KEY = "mh:sweep:full"  # set by a full pass for FULL_EVERY_SECONDS
 LOCK_TTL = 300
 
-PENDING_ACTION = frozenset({"queued", "running", "retrying"})
+# Drop index entries whose action is final or gone, checked in the script: a requeue between the
+# sweep's read and its removal must keep its entry.
+# KEYS: the index; ARGV: record prefix, k, k final statuses, action ids.
+_DROP_DONE = """
+local k = tonumber(ARGV[2])
+local final = {}
+for i = 3, 2 + k do final[ARGV[i]] = true end
+local n = 0
+for i = 3 + k, #ARGV do
+  local status = redis.call('HGET', ARGV[1] .. ARGV[i], 'status')
+  if not status or final[status] then n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end
+end
+return n
+"""
+
+
+def _pending_action(status: bytes | None) -> bool:
+    return bool(status) and status.decode() not in actions.FINAL_STATUSES
 GIVEN_UP = frozenset({JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.CANCELED.value})
 
 
@@ -221,12 +238,13 @@ def _suspects(redis: Redis, low: float | str, high: float, report: Report) -> li
             pipe.hget(actions.ACTION_PREFIX + action_id, "status")
         stale = []
         for action_id, status in zip(ids, pipe.execute(), strict=True):
-            if status and status.decode() in PENDING_ACTION:
+            if _pending_action(status):
                 candidates.append(_Suspect("action", action_id, actions.job_id(action_id)))
             else:
                 stale.append(action_id)  # final, or the record expired
         if stale and not report.dry_run:
-            redis.zrem(actions.OPEN_INDEX, *stale)
+            finals = sorted(actions.FINAL_STATUSES)
+            redis.eval(_DROP_DONE, 1, actions.OPEN_INDEX, actions.ACTION_PREFIX, len(finals), *finals, *stale)
     if not candidates:
         return []
     live = live_job_ids(redis)
@@ -246,7 +264,7 @@ def _suspects_still(redis: Redis, suspects: list[_Suspect]) -> list[tuple[_Suspe
     still = []
     for n, s in enumerate(suspects):
         status, job_status = values[2 * n], values[2 * n + 1]
-        pending = status == b"queued" if s.what == "event" else bool(status) and status.decode() in PENDING_ACTION
+        pending = status == b"queued" if s.what == "event" else _pending_action(status)
         if pending and s.job_id not in live:
             still.append((s, job_status.decode() if job_status else None))
     return still
