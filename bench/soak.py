@@ -53,7 +53,9 @@ UPLOAD = "/hooks/cdnetworks/vod-upload"
 LIVE_START = "/api/live/jobs"
 CORRECTNESS = ("refused", "lost", "duplicate side effects", "converters not in final state",
                "phones not in final state", "rungs not final", "rungs failed", "not drained")
-SEND_ATTEMPTS = 4  # a vendor retries a callback that got no 2xx (the same signed request)
+# A vendor retries a callback that got no 2xx (the same signed request); a person asks for a
+# live start again after a 503 (the admin API's "Redis unavailable").
+SEND_ATTEMPTS = 4
 
 
 def log(msg: str) -> None:
@@ -99,8 +101,7 @@ class Sender:
     def _post(self, cb: Callback) -> None:
         url, body, headers = self.requests[cb.n]
         record = self.sent[cb.original if cb.kind == "redelivery" else cb.n]
-        attempts = 1 if cb.kind == "live" else SEND_ATTEMPTS  # a refused start is not retried: see docs
-        for attempt in range(attempts):
+        for attempt in range(SEND_ATTEMPTS):
             self.sent[cb.n].attempts += 1
             try:
                 r = self._session().post(url, data=body, headers=headers, timeout=15)
@@ -114,6 +115,8 @@ class Sender:
                 elif doc.get("event_id"):
                     record.event_ids.add(doc["event_id"])
                 return
+            if cb.kind == "live" and (r is None or r.status_code != 503):
+                return  # only a 503 says "not started"; anything else may have been taken: not asked again
             time.sleep(0.5 * 2 ** attempt)
 
     def run(self, plan: list[Callback], stop: threading.Event) -> float:
@@ -180,8 +183,9 @@ def chaos(stack, args: argparse.Namespace, window: float, stop: threading.Event)
                 try:
                     if what == "redis":
                         stack.kill_redis(args.redis_down)
-                    else:
-                        stack.kill_worker(rng)
+                    elif not stack.kill_worker(rng):
+                        pending.append((now + 2, what))  # every worker is restarting: a bit later
+                        pending.sort()
                 except Exception as exc:  # a crash we inflict must not end the soak
                     log(f"chaos: {what} kill failed: {exc}")
             stop.wait(0.2)
@@ -301,8 +305,10 @@ def print_report(args, doc: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
-def load_settings(args) -> Settings:
-    env = dict(os.environ)
+def load_settings(args, own: bool = False) -> Settings:
+    """The settings the web side and workers run with. For an own setup, only its config file
+    counts, as for the processes it starts (they get no MEDIAHOOK_* or REDIS_URL of ours)."""
+    env = {k: v for k, v in os.environ.items() if not own or not (k.startswith("MEDIAHOOK_") or k == "REDIS_URL")}
     if args.config:
         env["MEDIAHOOK_CONFIG"] = args.config
     if args.redis_url:
@@ -314,9 +320,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--callbacks", type=int, default=1500, help="callbacks, re-deliveries included (default 1500)")
+    p.add_argument("--callbacks", type=int, default=1000, help="callbacks, re-deliveries included (default 1000)")
     p.add_argument("--rooms", type=int, default=6, help="rooms, each bound to a converter and 2 phones (default 6)")
-    p.add_argument("--rate", type=float, default=12.0, help="callbacks per second (default 12)")
+    p.add_argument("--rate", type=float, default=10.0, help="callbacks per second (default 10)")
     p.add_argument("--fault-rate", type=float, default=0.3, help="share of vendor calls failing transiently (0.3)")
     p.add_argument("--fault-phase", type=float, default=15.0, help="seconds per fault phase (default 15)")
     p.add_argument("--redis-kills", type=int, default=None, help="SIGKILLs of redis-server (default 2; own setup only)")
@@ -326,7 +332,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--live-starts", type=int, default=None,
                    help="live starts via the admin API (default callbacks/150)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for the drain (default 300)")
+    p.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to wait for the drain (default 600)")
     p.add_argument("--base-url", help="an existing mediahook web side (then also --redis-url and --sim-url)")
     p.add_argument("--redis-url", help="the Redis of that setup (read only: nothing is deleted or flushed)")
     p.add_argument("--sim-url", help="the vendor simulators that setup calls")
@@ -374,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
             log(f"starting redis-server, simulators, gunicorn and {args.workers} worker(s) in {tmp}")
             stack = OwnStack(tmp, rooms, run_id, args.workers, args.seed, log).__enter__()
             args.sim_url = stack.sim_url
-            settings = load_settings(argparse.Namespace(config=str(stack.config), redis_url=stack.redis_url))
+            settings = load_settings(argparse.Namespace(config=str(stack.config), redis_url=stack.redis_url), own=True)
             base_url, redis_url, spool_dir = stack.base_url, stack.redis_url, stack.spool_dir
         redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
         plan = make_plan(args.callbacks, rooms, run_id, args.seed, live_starts=args.live_starts)

@@ -78,7 +78,7 @@ def room_events(prefix: str, rng: random.Random) -> Iterator[tuple[str, str, Any
 
 
 def make_plan(n: int, rooms: list[str], run: str, seed: int, *, live_starts: int,
-              redelivery: float = 0.05, late: float = 0.03, uploads: float = 0.22) -> list[Callback]:
+              redelivery: float = 0.05, late: float = 0.03, uploads: float = 0.12) -> list[Callback]:
     """``n`` callbacks (re-deliveries included) plus ``live_starts`` admin requests, spread out."""
     rng = random.Random(seed)
     kinds = []
@@ -112,8 +112,8 @@ def make_plan(n: int, rooms: list[str], run: str, seed: int, *, live_starts: int
             kind = "upload"
         if kind == "upload":
             chosen = []
-            for _ in range(rng.randint(1, 3)):
-                if videos and rng.random() < 0.45:
+            for _ in range(rng.randint(1, 2)):
+                if videos and rng.random() < 0.5:
                     video = rng.choice(videos)  # a video seen before: must not be transcoded again
                 else:
                     video = {"id": f"{run}v{len(videos)}", "height": rng.choice((720, 1080, None))}

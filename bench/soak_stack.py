@@ -167,10 +167,14 @@ class OwnStack:
         self.redis_server.start(timeout=60)
         self.log("chaos: redis-server back (same port, same AOF)")
 
-    def kill_worker(self, rng: random.Random) -> None:
-        """SIGKILL one worker (and its work horse), start a fresh one a second later."""
+    def kill_worker(self, rng: random.Random) -> bool:
+        """SIGKILL one worker (and its work horse), start a fresh one a second later. False if
+        no worker is running (all being restarted after a Redis kill): try again later."""
         with self.lock:
-            victim = rng.choice(self.workers)
+            alive = [w for w in self.workers if w.proc.poll() is None]
+            if not alive:
+                return False
+            victim = rng.choice(alive)
             self.log(f"chaos: SIGKILL worker {victim.pid}")
             victim.kill()
             self.kills["worker"] += 1
@@ -178,6 +182,7 @@ class OwnStack:
         time.sleep(1.0)
         with self.lock:
             self.workers.append(self._new_worker())
+        return True
 
     def supervise(self) -> None:
         """Start a fresh worker in place of one that exited by itself, as systemd would."""
