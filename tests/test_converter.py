@@ -145,6 +145,7 @@ def test_end_processed_before_an_earlier_connected_leaves_it_off(vendor_app, sim
     assert [h["state"] for h in streams.history(redis_client, ROOM)] == ["CONNECTED", "END"]
     late = actions.record(redis_client, action_id(connected))["result"]
     assert (late["state"], late["auto_push_stream"], late["changed"]) == ("END", False, False)
+    assert any("ordered after this one" in n for n in ops.event_details(redis_client, connected)["notes"])
 
 
 def test_converter_create_answer_lost_makes_one_converter(vendor_app, sim, drive, redis_client):

@@ -93,6 +93,10 @@ def _stream_state(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any],
     the stream's target state, whatever order the events come in)."""
     streams.record_state(redis, room_id=msg["room_id"], job_id=msg["job_id"], output_url=msg["output_url"],
                          state=msg["state"], event_id=event_id, received_at=received_at, sent_at=sent_at)
-    action_ids, notes = converter.plan(redis, s, event_id, msg)
-    more_ids, more_notes = video_settings.plan(redis, s, event_id, msg)
-    return action_ids + more_ids, notes + more_notes
+    latest = streams.latest(redis, msg["room_id"])
+    notes = [] if latest is None or latest["event_id"] == event_id else [
+        f"a state ordered after this one is recorded for room {msg['room_id']} ({latest['state']}, job "
+        f"{latest['job_id']}); converging on the room's target state"]
+    action_ids, more_notes = converter.plan(redis, s, event_id, msg)
+    more_ids, phone_notes = video_settings.plan(redis, s, event_id, msg)
+    return action_ids + more_ids, notes + more_notes + phone_notes
