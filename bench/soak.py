@@ -46,13 +46,14 @@ from app import settings as settings_mod
 from app.settings import Settings
 from app.sources.metastudio import signed_url
 from bench import soak_check as check
-from bench.soak_plan import RULE, Callback, expected_final, make_plan
+from bench.soak_plan import RULE, Callback, expected_final, expected_scripts, make_plan
 
 LIVE_EVENTS = "/hooks/metastudio/live-events"
 UPLOAD = "/hooks/cdnetworks/vod-upload"
 LIVE_START = "/api/live/jobs"
 CORRECTNESS = ("refused", "lost", "duplicate side effects", "converters not in final state",
-               "phones not in final state", "rungs not final", "rungs failed", "not drained")
+               "phones not in final state", "timelines not on their last script", "rungs not final",
+               "rungs failed", "not drained")
 # A vendor retries a callback that got no 2xx (the same signed request); a person asks for a
 # live start again after a 503 (the admin API's "Redis unavailable").
 SEND_ATTEMPTS = 4
@@ -237,12 +238,16 @@ def report(args, settings: Settings, redis: Redis, plan: list[Callback], sender:
     conv_wrong, conv_judged, conv_examples = check.wrong_converters(args.sim_url, settings, expected)
     phone_wrong, phone_judged, phone_examples = check.wrong_phones(args.sim_url, settings, expected)
     rungs = check.rungs(redis, wanted_rungs)
+    scripts = expected_scripts([(by_n[s.n].job, by_n[s.n].script, s.signed)
+                                for s in originals if s.acked and s.kind == "script"])
+    timeline_wrong, timeline_examples = check.wrong_timelines(redis, scripts)
     figures = {
         "refused": sum(1 for s in originals if not s.acked),
         "lost": lost,
         "duplicate side effects": dups["transcode tasks"] + dups["converters"] + dups["live jobs"],
         "converters not in final state": conv_wrong,
         "phones not in final state": phone_wrong,
+        "timelines not on their last script": timeline_wrong,
         "rungs not final": rungs["not final"],
         "rungs failed": rungs["failed"],
         "not drained": 0 if drained else 1,
@@ -257,14 +262,14 @@ def report(args, settings: Settings, redis: Redis, plan: list[Callback], sender:
         "live starts": len(live), "live starts accepted": sum(1 for s in live if s.acked),
         "live starts without a job": dups["live starts without a job"],
         "duplicates": {k: dups[k] for k in ("transcode tasks", "converters", "live jobs")},
-        "converters judged": conv_judged, "phones judged": phone_judged,
+        "converters judged": conv_judged, "phones judged": phone_judged, "timelines judged": len(scripts),
         "rungs": len(wanted_rungs), "rung states": rungs["states"],
         "still queued with a live job": waiting,
         "listed in failed": check.listed_failed(redis),
         "drained": drained, "drain seconds": round(drain_s, 1), "left at timeout": {k: v for k, v in left.items() if v},
         "send seconds": round(send_s, 1), "kills": kills,
         "examples": {"lost": lost_examples, "duplicates": dups["examples"], "converters": conv_examples,
-                     "phones": phone_examples},
+                     "phones": phone_examples, "timelines": timeline_examples},
     }
 
 
@@ -288,6 +293,8 @@ def print_report(args, doc: dict) -> None:
         f"converters {d['converters']}, live jobs {d['live jobs']})",
         f"converters not in final state: {f['converters not in final state']} of {doc['converters judged']}",
         f"phones not in final state: {f['phones not in final state']} of {doc['phones judged']}",
+        f"timelines not on their last script: {f['timelines not on their last script']} of "
+        f"{doc['timelines judged']}",
         f"rungs not final: {f['rungs not final']} of {doc['rungs']}",
         f"rungs failed: {f['rungs failed']} (rung states: "
         + ", ".join(f"{k} {v}" for k, v in sorted(doc["rung states"].items())) + ")",

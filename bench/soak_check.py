@@ -25,6 +25,7 @@ from app.vendor_settings import RUNG_TEMPLATE_IDS
 from workers import actions, transcode
 from workers.clients.koophone import expand_profile
 from workers.queues import QUEUES
+from workers.timeline import LIVE_PREFIX
 
 EVENT_DONE = {b"processed", b"ignored", b"failed"}
 ACTION_DONE = {b"succeeded", b"skipped", b"failed"}
@@ -253,6 +254,17 @@ def wrong_phones(sim_url: str, settings: Settings, expected: dict) -> tuple[int,
                 wrong += 1
                 examples.append(f"room {binding.room_id} job {exp.job}: phone {instance} {have}, expected {profile}")
     return wrong, judged, examples[:5]
+
+
+def wrong_timelines(redis: Redis, expected: dict[str, int]) -> tuple[int, list[str]]:
+    """Jobs whose script timeline (``mh:live:<job>``) does not show their last script switch."""
+    jobs = sorted(expected)
+    pipe = redis.pipeline(transaction=False)
+    for job in jobs:
+        pipe.hget(LIVE_PREFIX + job, "shoot_script_sequence_no")
+    wrong = [(job, have.decode() if have else None) for job, have in zip(jobs, pipe.execute(), strict=True)
+             if (have.decode() if have else None) != str(expected[job])]
+    return len(wrong), [f"job {job}: script {have}, expected {expected[job]}" for job, have in wrong[:5]]
 
 
 def rungs(redis: Redis, wanted: list[tuple[str, str]]) -> dict[str, Any]:

@@ -24,8 +24,9 @@ RULE = ("expected final state per bound room: the room's current job is the job 
         "stream-state callback with the latest signed time (hwTime); the converter must be on if the last "
         "(by signed time) of that job's states that implies something for it (CONNECTED on; DISCONNECTED, "
         "END off) is CONNECTED, else off; each phone must carry the profile its binding's on_state maps the "
-        "last mapped state of that job to. Every state callback of a room is signed one second or more after "
-        "the room's previous one, so signed times never tie.")
+        "last mapped state of that job to; each job's script timeline must show the script of its "
+        "acknowledged switch with the latest signed time. Every MetaStudio callback of a room is signed "
+        "one second or more after the room's previous one, so signed times never tie.")
 
 LATE_MAX = 3  # a late delivery is sent after up to this many later callbacks of its room
 
@@ -44,6 +45,7 @@ class Callback:
     original: int | None = None
     late: int = 0
     output_url: str | None = None  # a live start's: one per start request
+    script: int | None = None  # a script switch's shoot_script_sequence_no
 
 
 def stream_body(room: str, job: str, state: str, output_url: str) -> bytes:
@@ -131,11 +133,21 @@ def make_plan(n: int, rooms: list[str], run: str, seed: int, *, live_starts: int
             body = stream_body(room, job, value, f"rtmp://127.0.0.1/live/{room}")
             cb = Callback(len(plan), "state", body, room, job, value)
         else:
-            cb = Callback(len(plan), "script", script_body(room, job, value), room, job)
+            cb = Callback(len(plan), "script", script_body(room, job, value), room, job, script=value)
         if rng.random() < late:
             cb.late = rng.randint(1, LATE_MAX)
         plan.append(cb)
     return plan
+
+
+def expected_scripts(acked_switches: list[tuple[str, int, int]]) -> dict[str, int]:
+    """Per job, the script of its acknowledged switch with the latest signed time, from
+    (job, script number, signed hwTime)."""
+    latest: dict[str, tuple[int, int]] = {}
+    for job, script, signed in acked_switches:
+        if job not in latest or signed > latest[job][0]:
+            latest[job] = (signed, script)
+    return {job: script for job, (_, script) in latest.items()}
 
 
 @dataclass

@@ -16,14 +16,43 @@ from pathlib import Path
 
 import pytest
 
+from app.settings import build
 from bench.soak import CORRECTNESS
-
-pytestmark = pytest.mark.slow
+from bench.soak_plan import expected_final, expected_scripts, make_plan
+from bench.soak_stack import config_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--callbacks", "60", "--rooms", "3", "--rate", "15", "--redis-kills", "1", "--redis-down", "2",
         "--worker-kills", "1", "--fault-rate", "0.3", "--drain-timeout", "30", "--seed", "7"]
 FIGURE = re.compile(r"^([a-z ]+): (\d+)\b", re.MULTILINE)
+
+
+def test_expected_state_follows_the_current_job_by_signed_time(tmp_path):
+    """The rule the soak judges by: the room's current job is the one of its latest signed
+    state; the converter follows the last of that job's states that implies something, each
+    phone the last state its binding maps; an older job's END delivered late changes nothing."""
+    doc = config_doc(tmp_path, "redis://127.0.0.1:1/0", "http://127.0.0.1:1", "http://127.0.0.1:2", ["r0", "r1"], "t")
+    settings = build(doc, env={})
+    acked = [("r0", "j1", "CONNECTED", 100), ("r0", "j2", "CONNECTING", 110), ("r0", "j2", "CONNECTED", 111),
+             ("r0", "j2", "RECONNECTING", 112), ("r0", "j1", "END", 105),  # j1's END, delivered late
+             ("r1", "k1", "CONNECTED", 200), ("r1", "k1", "DISCONNECTED", 201)]
+    want = expected_final(settings, acked)
+    assert (want["r0"].job, want["r0"].converter_on, want["r0"].profiles) == ("j2", True, {0: "low"})
+    assert (want["r1"].job, want["r1"].converter_on, want["r1"].profiles) == ("k1", False, {1: "normal"})
+    assert expected_scripts([("j", 1, 5), ("j", 2, 6), ("j", 1, 7)]) == {"j": 1}
+
+
+def test_plan_mixes_what_the_soak_promises():
+    plan = make_plan(1000, ["a", "b", "c"], "t", 1, live_starts=6)
+    kinds = {k: sum(1 for c in plan if c.kind == k) for k in ("state", "script", "upload", "redelivery", "live")}
+    assert kinds["live"] == 6 and 30 <= kinds["redelivery"] <= 70 and kinds["upload"] > 80 and kinds["script"] > 30
+    assert any(c.late for c in plan)
+    videos = [v["videoId"] for c in plan if c.kind == "upload" for v in c.videos]
+    assert len(set(videos)) < len(videos)  # videos come again
+    for room in ("a", "b", "c"):
+        states = [c.state for c in plan if c.kind == "state" and c.room == room]
+        assert "RECONNECTING" in states or "DISCONNECTED" in states
+        assert states[-1] != "CONNECTING"
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +67,7 @@ def figures(stdout: str) -> dict[str, int]:
     return {name: int(value) for name, value in FIGURE.findall(stdout)}
 
 
+@pytest.mark.slow
 def test_tiny_soak_prints_every_figure_and_exits_by_them(tiny_run):
     proc, took = tiny_run
     found = figures(proc.stdout)
@@ -50,6 +80,7 @@ def test_tiny_soak_prints_every_figure_and_exits_by_them(tiny_run):
     assert took < 60, f"the tiny soak took {took:.0f} s"
 
 
+@pytest.mark.slow
 def test_tiny_soak_is_correct(tiny_run):
     """The goal of the worker side: nothing lost, nothing done twice, everything in its final
     state, drained in time. Fails (with the figures) while the worker side falls short."""
