@@ -68,6 +68,18 @@ def _tasks(sim: Sim) -> dict[str, dict[str, Any]]:
     return sim.vendor_data(NAME).setdefault("tasks", {})
 
 
+def seed_tasks(sim: Sim, count: int, age_s: float, origin_url: str = "https://old.example.com/{n}.mp4") -> None:
+    """Fill the account with ``count`` finished tasks created ``age_s`` seconds ago (and before):
+    an account's history, for tests and demos of what a lookup costs on a large account."""
+    now = time.time()
+    with sim.lock:
+        tasks = _tasks(sim)
+        for n in range(count):
+            task_id = "old" + "".join(sim.rng.choice(ID_ALPHABET) for _ in range(10))
+            tasks[task_id] = {"id": task_id, "created": now - age_s - n, "origin_url": origin_url.format(n=n),
+                              "task_config_temp_id": 1 + n % 5, "format": "m3u8", "fails": False, "deleted": None}
+
+
 def _view(sim: Sim, task: dict[str, Any], now: float) -> dict[str, Any]:
     """The task as the API shows it at ``now`` (status and progress follow from its age)."""
     cfg = sim.config[NAME]

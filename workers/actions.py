@@ -186,6 +186,7 @@ def requeue(redis: Redis, action_id: str, policy: HttpPolicy | None = None,
         job.retries_left = retry.max if retry else None
         job.retry_intervals = retry.intervals if retry else None
         if params is not None:
+            _ = job.kwargs  # load the stored call first, so that only its kwargs change
             job.kwargs = params
         job.save()
         job.requeue()

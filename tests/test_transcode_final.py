@@ -1,0 +1,279 @@
+"""Every rung ends final and visible: a resubmit that meets a transient error still ends, a bad
+ending (failed, deleted, timed out) is listed with the failed actions and re-run by a replay
+(adopting a task that is still alive or succeeded late), a corrected callback sends its own URL,
+any videoId the schema accepts works, and ordinary flakiness delays rungs without failing them,
+reading the vendor's list only when a create's outcome is unknown. Real Redis, real HTTP to the
+simulator, jobs run by `drive`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from click.testing import CliRunner
+from rq.job import JOB_ID_PATTERN
+
+from app.cli import main as cli
+from simulators import muducloud as sim_muducloud
+from simulators import serve
+from tests.conftest import vendor_sections
+from tests.vendor_harness import TEMPLATE_IDS, UPLOAD, origin, set_faults, sim_calls, sim_tasks, toml_dumps, upload_body
+from workers import actions, ops, transcode
+from workers.context import settings as worker_settings
+
+TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def make_sim():
+    """make_sim(**muducloud) -> a simulator of its own (e.g. with fail_rate, slow transcodes)."""
+    servers = []
+
+    def start(**muducloud):
+        server = serve(config={"seed": 11, "muducloud": {"transcode_seconds": 0.3, "queue_seconds": 0.05,
+                                                         **muducloud}})
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def sections_for(sim_url: str, **transcoder) -> dict:
+    sections = vendor_sections(sim_url)
+    sections["transcoder"].update(transcoder)
+    return sections
+
+
+def rung(redis, video: str, name: str) -> dict[str, str]:
+    return transcode.video_transcodes(redis, video).get(name, {})
+
+
+def sim_config(sim) -> dict:
+    return sim.app.extensions["simulators"].config["muducloud"]
+
+
+def set_sim(sim, **values) -> None:
+    state = sim.app.extensions["simulators"]
+    with state.lock:
+        state.config["muducloud"].update(values)
+
+
+def live_tasks(sim_url: str, video: str, rung_name: str) -> list[dict]:
+    return [t for t in sim_tasks(sim_url) if t["origin_url"] == origin(video)
+            and t["task_config_temp_id"] == TEMPLATE_IDS[rung_name] and t["status"] in (-1, 0, 1, 2)]
+
+
+def upload_with_domain(video_id: str, domain: str, height: int = 360) -> bytes:
+    doc = json.loads(upload_body((video_id, height)))
+    doc["data"]["videoListInfo"][0]["publishDomain"] = domain
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("after_effect", [False, True], ids=["error-before-create", "error-after-create"])
+def test_resubmit_then_a_transient_create_error_still_ends_final(make_app, make_sim, drive, redis_client,
+                                                                 after_effect):
+    """The first task fails at the vendor; its resubmit's create errors once (before or after
+    Muducloud created the task). The rung must still end, with one live task, none orphaned."""
+    sim = make_sim(fail_rate=1.0)
+    client = make_app(**sections_for(sim.url, ladder=["360"], resubmit_count=1)).test_client()
+    client.post(UPLOAD, data=upload_body(("VRESUB", 720)))
+    drive(lambda: sim_calls(sim.url, "muducloud", "create-transcode"), what="the first create")
+    set_sim(sim, fail_rate=0.0)
+    set_faults(sim.url, {"muducloud": {"create-transcode": {"error_times": 1, "after_effect": after_effect}}})
+
+    drive(lambda: rung(redis_client, "VRESUB", "360").get("state") in transcode.FINAL_STATES, timeout=20,
+          what="the resubmitted rung to end")
+    state = rung(redis_client, "VRESUB", "360")
+    assert state["state"] == "success"
+    [live] = live_tasks(sim.url, "VRESUB", "360")
+    assert live["id"] == state["task_id"] and live["status"] == 2
+    # Every task at the vendor is the rung's, or one it knows failed: nothing orphaned.
+    tasks = sim_tasks(sim.url)
+    assert {t["id"] for t in tasks} == {state["task_id"], *state["failed_task_ids"].split(",")}
+    assert len(tasks) == 2
+    creates = sim_calls(sim.url, "muducloud", "create-transcode")
+    assert len(creates) == (2 if after_effect else 3)  # a lost answer is found, not created again
+    assert actions.record(redis_client, "transcode-VRESUB-360-resubmit1")["status"] == "succeeded"
+
+
+def test_failed_rung_is_listed_everywhere_and_a_requeue_resubmits_it_once(make_app, make_sim, drive, redis_client,
+                                                                          base_config, tmp_path):
+    sim = make_sim(fail_rate=1.0)
+    sections = sections_for(sim.url, ladder=["360"], resubmit_count=0)
+    app = make_app(admin={"token": TOKEN}, **sections)
+    event = app.test_client().post(UPLOAD, data=upload_body(("VBADEND", 720))).json["event_id"]
+    drive(lambda: rung(redis_client, "VBADEND", "360").get("state") == "failed", what="the task to fail")
+
+    action_id = "transcode-VBADEND-360"
+    [listed] = actions.failed(redis_client)
+    assert listed["id"] == action_id and listed["status"] == "failed"
+    error = listed["last_error"]
+    assert (error["vendor"], error["code"], error["message"], error["rung_state"]) == (
+        "muducloud", 2001, "simulated failure: the source could not be decoded", "failed")
+
+    [item] = ops.failed_items(redis_client, kind="transcode")
+    assert item["id"] == action_id and item["event_id"] == event and item["requeueable"] is True
+    assert item["failed_at"] and item["last_error"]["code"] == 2001
+
+    r = app.test_client().get("/api/failed", headers=AUTH)
+    assert r.status_code == 200
+    [api_item] = r.json["items"]
+    assert (api_item["id"], api_item["last_error"]["code"]) == (action_id, 2001)
+    assert api_item["last_error"]["message"] == "simulated failure: the source could not be decoded"
+
+    config = tmp_path / "cli.toml"
+    config.write_text(toml_dumps({**base_config, **sections}))
+    shown = CliRunner().invoke(cli, ["failed"], env={"MEDIAHOOK_CONFIG": str(config), "REDIS_URL": None})
+    assert shown.exit_code == 0, shown.output
+    assert action_id in shown.output and "2001" in shown.output and "could not be decoded" in shown.output
+
+    # Run the rung again (what `mediahook failed --requeue` does): one new task, and it succeeds.
+    set_sim(sim, fail_rate=0.0)
+    done = ops.requeue_failed(redis_client, worker_settings(), [item])
+    assert done["requeued"] == [action_id]
+    drive(lambda: rung(redis_client, "VBADEND", "360").get("state") == "success", what="the rerun to succeed")
+    assert len(sim_calls(sim.url, "muducloud", "create-transcode")) == 2
+    assert len(live_tasks(sim.url, "VBADEND", "360")) == 1
+    assert actions.failed(redis_client) == [] and ops.failed_items(redis_client) == []
+    assert actions.record(redis_client, action_id)["status"] == "succeeded"
+
+    # Replaying the event now changes nothing: the rung is done.
+    ops.replay(redis_client, event)
+    drive(lambda: redis_client.hget(f"mh:event:{event}", "replays") and not _queued(redis_client),
+          what="the replay")
+    assert len(sim_calls(sim.url, "muducloud", "create-transcode")) == 2
+
+
+def _queued(redis) -> bool:
+    from rq import Queue
+
+    from workers.queues import QUEUES
+    return any(Queue(q, connection=redis).count for q in QUEUES)
+
+
+def test_deleted_and_timed_out_rungs_are_listed_and_a_replay_ends_them_well(make_app, make_sim, drive,
+                                                                              redis_client):
+    """One task is deleted at Muducloud, the other outlives our deadline. Both are listed; a
+    replay of the event creates a new task for the deleted rung and adopts the other task, which
+    succeeded after our deadline (its target_url is recorded), without creating a second one."""
+    sim = make_sim(transcode_seconds=60)
+    client = make_app(admin={"token": TOKEN}, **sections_for(sim.url, ladder=["360", "480"],
+                                                               poll_deadline_seconds=1)).test_client()
+    event = client.post(UPLOAD, data=upload_body(("VLATE", 720))).json["event_id"]
+    drive(lambda: all(rung(redis_client, "VLATE", r).get("task_id") for r in ("360", "480")),
+          what="both rungs submitted")
+    deleted_task = rung(redis_client, "VLATE", "360")["task_id"]
+    late_task = rung(redis_client, "VLATE", "480")["task_id"]
+    r = requests.post(f"{sim.url}/transcoding/api/delete-transcode", json={"id": deleted_task}, timeout=5)
+    assert r.json()["errcode"] == 1000
+    drive(lambda: {r: s["state"] for r, s in transcode.video_transcodes(redis_client, "VLATE").items()} == {
+        "360": "deleted", "480": "timed_out"}, what="deleted and timed out")
+
+    items = {i["id"]: i for i in client.get("/api/failed", headers=AUTH).json["items"]}
+    assert set(items) == {"transcode-VLATE-360", "transcode-VLATE-480"}
+    assert items["transcode-VLATE-360"]["last_error"]["code"] == "deleted"
+    assert deleted_task in items["transcode-VLATE-360"]["last_error"]["message"]
+    assert items["transcode-VLATE-480"]["last_error"]["code"] == "timed_out"
+    assert items["transcode-VLATE-480"]["last_error"]["message"] == "not final after 1s"
+    assert all(i["failed_at"] and i["event_id"] == event for i in items.values())
+
+    set_sim(sim, transcode_seconds=0.3)  # the slow task is done now: it succeeded after our deadline
+    ops.replay(redis_client, event)
+    drive(lambda: {s["state"] for s in transcode.video_transcodes(redis_client, "VLATE").values()} == {"success"},
+          what="both rungs to end well")
+    late = rung(redis_client, "VLATE", "480")
+    assert late["task_id"] == late_task and late["target_url"] == f"https://cdn.sim/{late_task}/480p.m3u8"
+    assert rung(redis_client, "VLATE", "360")["task_id"] != deleted_task
+    assert len(sim_calls(sim.url, "muducloud", "create-transcode")) == 3  # two first ones + the deleted rung's
+    assert [len(live_tasks(sim.url, "VLATE", r)) for r in ("360", "480")] == [1, 1]
+    assert ops.failed_items(redis_client) == []
+
+
+def test_corrected_second_callback_sends_its_own_origin_url(vendor_app, sim, drive, redis_client):
+    """The first callback's publishDomain is unusable: the create fails for good. The corrected
+    callback runs the rung again with the new URL, and the action record shows what was sent."""
+    client = vendor_app.test_client()
+    client.post(UPLOAD, data=upload_with_domain("VDOMAIN", ""))
+    drive(lambda: rung(redis_client, "VDOMAIN", "360").get("state") == "failed", what="the bad create")
+    [bad] = sim_calls(sim.url, "muducloud", "create-transcode")
+    assert bad["body"]["origin_url"] == "https:///VDOMAIN.mp4" and bad["answer"]["body"]["errcode"] == 1001
+
+    client.post(UPLOAD, data=upload_with_domain("VDOMAIN", "vod.example.com"))
+    drive(lambda: rung(redis_client, "VDOMAIN", "360").get("state") == "success", what="the corrected rung")
+    _, good = sim_calls(sim.url, "muducloud", "create-transcode")
+    assert good["body"]["origin_url"] == origin("VDOMAIN")
+    record = actions.record(redis_client, "transcode-VDOMAIN-360")
+    assert record["params"]["origin_url"] == origin("VDOMAIN") and record["status"] == "succeeded"
+    assert rung(redis_client, "VDOMAIN", "360")["origin_url"] == origin("VDOMAIN")
+    assert ops.failed_items(redis_client) == []
+
+
+ODD_IDS = ["a.b", "with space", "ünïcödé-視頻", "x:y/z?&#", "tab\tand%25"]
+
+
+def test_any_video_id_the_schema_accepts_is_transcoded_and_so_are_the_next(vendor_app, sim, drive, redis_client):
+    videos = [*ODD_IDS, "VAFTER"]
+    r = vendor_app.test_client().post(UPLOAD, data=upload_body(*((v, 360) for v in videos)))
+    assert r.status_code == 200
+    drive(lambda: all(rung(redis_client, v, "360").get("state") == "success" for v in videos),
+          what="every video's rung to succeed")
+    assert len(sim_tasks(sim.url)) == len(videos)
+    for video in videos:
+        record = actions.record(redis_client, f"transcode-{video}-360")  # the readable id is kept
+        assert record and record["status"] == "succeeded"
+        assert JOB_ID_PATTERN.fullmatch(actions.job_id(f"transcode-{video}-360"))
+    # Ids that differ only in characters RQ refuses still get jobs of their own.
+    assert actions.job_id("transcode-a.b-360") != actions.job_id("transcode-a:b-360")
+    assert actions.job_id("transcode-VAFTER-360") == "transcode-VAFTER-360"
+    urls = {c["body"]["origin_url"] for c in sim_calls(sim.url, "muducloud", "create-transcode")}
+    assert "https://vod.example.com/a.b.mp4" in urls and "https://vod.example.com/with%20space.mp4" in urls
+    assert ops.event_details(redis_client, r.json["event_id"])["status"] == "processed"
+
+
+def test_throttled_create_reads_no_list(vendor_app, sim, drive, redis_client):
+    """A 429 (or a clean create) says what happened: the vendor's list is not read."""
+    set_faults(sim.url, {"muducloud": {"create-transcode": {"times_429": 2, "retry_after_s": 0}}})
+    vendor_app.test_client().post(UPLOAD, data=upload_body(("VNOLIST", 480)))
+    drive(lambda: all(rung(redis_client, "VNOLIST", r).get("state") == "success" for r in ("360", "480")),
+          what="both rungs")
+    assert len(sim_calls(sim.url, "muducloud", "create-transcode")) == 4
+    assert sim_calls(sim.url, "muducloud", "get-transcodes") == []
+
+
+def test_30_percent_transient_faults_delay_rungs_but_fail_none(make_app, sim, drive, redis_client):
+    """Muducloud fails 30 % of all calls (5xx) on an account holding 1,000 older tasks: every rung
+    succeeds, with one task each; the list is read only after a create whose outcome is unknown,
+    and only its newest page (back to the create's time), whatever the account holds."""
+    sim_muducloud.seed_tasks(sim.app.extensions["simulators"], 1000, age_s=3600)
+    client = make_app(**vendor_sections(sim.url)).test_client()
+    set_faults(sim.url, {"muducloud": {"error_rate": 0.3}}, seed=5)
+    videos = [f"VFLAKY{n}" for n in range(8)]
+    client.post(UPLOAD, data=upload_body(*((v, 720) for v in videos)))
+    drive(lambda: all(rung(redis_client, v, r).get("state") in transcode.FINAL_STATES
+                      for v in videos for r in ("360", "480", "720")), timeout=120, what="every rung to end")
+
+    calls = sim_calls(sim.url, "muducloud")
+    set_faults(sim.url, {})  # for reading the simulator's tasks below
+    states = {(v, r): rung(redis_client, v, r) for v in videos for r in ("360", "480", "720")}
+    assert {s["state"] for s in states.values()} == {"success"}
+    assert ops.failed_items(redis_client, kind="transcode") == []
+    tasks = sim_tasks(sim.url)
+    for (video, name), state in states.items():
+        [task] = [t for t in tasks if t["origin_url"] == origin(video) and t["status"] in (-1, 0, 1, 2)
+                  and t["task_config_temp_id"] == TEMPLATE_IDS[name]]
+        assert task["id"] == state["task_id"]
+
+    faulted = [c for c in calls if c["fault"]]
+    assert 0.15 <= len(faulted) / len(calls) <= 0.45, (len(faulted), len(calls))
+    unknown_creates = [c for c in calls if c["endpoint"] == "create-transcode" and c["fault"]]
+    lists = [c for c in calls if c["endpoint"] == "get-transcodes"]
+    assert unknown_creates  # the seed makes some creates fail
+    assert all(c["query"].get("page") == "1" for c in lists), [c["query"] for c in lists]
+    # An unknown create costs one lookup before the next create, and one more once its rung is
+    # final (for a create that landed late); a lookup that fails is simply tried again.
+    answered = [c for c in lists if not c["fault"]]
+    assert 1 <= len(answered) <= 2 * len(unknown_creates)
