@@ -312,6 +312,16 @@ def print_report(args, doc: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
+def refuse_wipes(redis: Redis) -> None:
+    """An existing setup's Redis is only read: make a wipe impossible through this client, not
+    just absent from the code."""
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("bench.soak never flushes or deletes in an existing setup's Redis")
+
+    for name in ("flushall", "flushdb", "delete", "unlink"):
+        setattr(redis, name, refuse)
+
+
 def load_settings(args, own: bool = False) -> Settings:
     """The settings the web side and workers run with. For an own setup, only its config file
     counts, as for the processes it starts (they get no MEDIAHOOK_* or REDIS_URL of ours)."""
@@ -390,6 +400,8 @@ def run(args: argparse.Namespace) -> int:
             settings = load_settings(argparse.Namespace(config=str(stack.config), redis_url=stack.redis_url), own=True)
             base_url, redis_url, spool_dir = stack.base_url, stack.redis_url, stack.spool_dir
         redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        if args.external:
+            refuse_wipes(redis)
         plan = make_plan(args.callbacks, rooms, run_id, args.seed, live_starts=args.live_starts)
         window = len(plan) / args.rate
         log(f"run {run_id}: {len(plan)} requests at {args.rate:g}/s (~{window:.0f} s), faults {args.fault_rate:g}, "

@@ -50,13 +50,15 @@ class Sent:
 # --- draining ---------------------------------------------------------------------------------
 
 def rq_counts(redis: Redis) -> dict[str, int]:
+    """Jobs per RQ state. Read only: RQ's registry ``count`` would clean up first (fail or
+    retry abandoned jobs), which is the workers' business, not the observer's."""
     out = {"queued jobs": 0, "running jobs": 0, "scheduled jobs": 0, "deferred jobs": 0}
     for name in QUEUES:
         q = Queue(name, connection=redis)
         out["queued jobs"] += q.count
-        out["running jobs"] += StartedJobRegistry(queue=q).count
-        out["scheduled jobs"] += ScheduledJobRegistry(queue=q).count
-        out["deferred jobs"] += DeferredJobRegistry(queue=q).count
+        out["running jobs"] += StartedJobRegistry(queue=q).get_job_count(cleanup=False)
+        out["scheduled jobs"] += ScheduledJobRegistry(queue=q).get_job_count(cleanup=False)
+        out["deferred jobs"] += DeferredJobRegistry(queue=q).get_job_count(cleanup=False)
     return out
 
 
