@@ -277,3 +277,44 @@ def test_30_percent_transient_faults_delay_rungs_but_fail_none(make_app, sim, dr
     # final (for a create that landed late); a lookup that fails is simply tried again.
     answered = [c for c in lists if not c["fault"]]
     assert 1 <= len(answered) <= 2 * len(unknown_creates)
+
+
+def test_submit_is_retried_until_the_rungs_deadline_not_a_count(make_app, sim, drive, redis_client):
+    """Twelve 503s in a row outlast the two attempts RQ is given, not the rung's deadline."""
+    client = make_app(**sections_for(sim.url, ladder=["360"], retry_attempts=2)).test_client()
+    set_faults(sim.url, {"muducloud": {"create-transcode": {"error_times": 12, "error_status": 503}}})
+    client.post(UPLOAD, data=upload_body(("VPATIENT", 720)))
+    drive(lambda: rung(redis_client, "VPATIENT", "360").get("state") in transcode.FINAL_STATES,
+          what="the rung to end")
+    assert rung(redis_client, "VPATIENT", "360")["state"] == "success"
+    assert len(sim_calls(sim.url, "muducloud", "create-transcode")) == 13
+    assert actions.record(redis_client, "transcode-VPATIENT-360")["attempts"] == 13
+    assert sim_calls(sim.url, "muducloud", "get-transcodes") == []  # a 503 created nothing: no lookup
+
+
+def test_past_its_deadline_a_submit_fails_the_rung_visibly(make_app, sim, drive, redis_client):
+    client = make_app(**sections_for(sim.url, ladder=["360"], retry_attempts=2,
+                                     poll_deadline_seconds=1)).test_client()
+    set_faults(sim.url, {"muducloud": {"create-transcode": {"error_rate": 1.0, "error_status": 503}}})
+    client.post(UPLOAD, data=upload_body(("VNEVER", 720)))
+    drive(lambda: rung(redis_client, "VNEVER", "360").get("state") in transcode.FINAL_STATES,
+          what="the rung to give up")
+    state = rung(redis_client, "VNEVER", "360")
+    assert state["state"] == "failed" and state["error"] == "1500: internal error"
+    [item] = ops.failed_items(redis_client, kind="transcode")
+    assert item["id"] == "transcode-VNEVER-360" and item["last_error"]["code"] == 1500
+    assert item["attempts"] > 3  # past RQ's count, until the deadline
+    assert sim_tasks(sim.url) == []
+
+
+def test_a_poll_that_errors_is_polled_again_not_failed(vendor_app, sim, drive, redis_client):
+    set_faults(sim.url, {"muducloud": {"get-transcode": {"error_times": 8}}})
+    vendor_app.test_client().post(UPLOAD, data=upload_body(("VPOLLERR", 360)))
+    drive(lambda: rung(redis_client, "VPOLLERR", "360").get("state") in transcode.FINAL_STATES,
+          what="the rung to end")
+    assert rung(redis_client, "VPOLLERR", "360")["state"] == "success"
+    polls = [c for c in sim_calls(sim.url, "muducloud", "get-transcode")]
+    assert len([c for c in polls if c["fault"]]) == 8
+    records = [actions.record(redis_client, k.decode()[len(actions.ACTION_PREFIX):])
+               for k in redis_client.scan_iter(actions.ACTION_PREFIX + "transcode-poll-*")]
+    assert records and all(r["status"] == "succeeded" and r["attempts"] == 1 for r in records)
