@@ -18,7 +18,7 @@ from app.cli import main as cli
 from tests.conftest import vendor_sections
 from tests.helpers import free_port, wait_until
 from tests.vendor_harness import Workers, post_live, set_faults, sim_calls, stream_event, toml_dumps
-from workers import actions, live, ops
+from workers import actions, live, ops, sweep
 from workers.context import settings as worker_settings
 from workers.queues import ACTIONS_QUEUE, QUEUES
 
@@ -141,6 +141,28 @@ def test_worker_killed_mid_start_ends_outcome_unknown_with_one_job(make_app, sim
     assert (new["replaces"], new["params"]["replaces"]) == (action_id, action_id)
     assert actions.record(redis_client, action_id)["replaced_by"] == new_id
     assert STREAM_KEY not in str(redis_client.hgetall(f"mh:action:{new_id}"))
+
+
+def test_killed_with_no_retry_left_the_sweep_marks_it_outcome_unknown(make_app, sim, redis_client, workers):
+    """With no retry left, RQ fails the abandoned job without running it; the sweep then marks the
+    action failed, and since it had recorded its intent, its outcome is unknown: not requeued."""
+    config = sections(sim.url, read_timeout=10.0, retry_attempts=0)
+    make_app(**config)
+    set_faults(sim.url, {"metastudio": {"start-job": {"latency_ms": 1500}}})
+    first = workers.start(redis_client, **config)
+    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    wait_until(lambda: any(c["pending"] for c in sim_calls(sim.url, "metastudio", "start-job")), timeout=20,
+               what="the start request to be in flight")
+    first.kill()
+    give_up_the_dead_workers_job(redis_client)
+    report = sweep.sweep(redis_client, grace=0, settle=0)
+    assert action_id in report.actions_failed
+    assert actions.record(redis_client, action_id)["outcome"] == "unknown"
+    [item] = ops.failed_items(redis_client, ids=[action_id])
+    assert item["requeueable"] is False and "start-again" in item["resolve"]
+    assert ops.requeue_failed(redis_client, worker_settings(), [item])["requeued"] == []
+    wait_until(lambda: len(sim_jobs(sim.url)) == 1, timeout=10, what="the job MetaStudio started anyway")
+    assert len(sim_calls(sim.url, "metastudio", "start-job")) == 1
 
 
 # --- gateway errors after the job started -------------------------------------------------------

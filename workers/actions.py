@@ -68,6 +68,9 @@ class Skip(Exception):
 
 # The ``outcome`` of an action whose call may or may not have taken effect at the vendor.
 OUTCOME_UNKNOWN = "unknown"
+# Action record field set (HSETNX) right before a call that is not idempotent, cleared when the
+# call certainly did nothing: an action that ends with it still set may have had its effect.
+INTENT_AT = "intent_at"
 
 
 class OutcomeUnknown(VendorError):
@@ -211,8 +214,12 @@ def _kind(redis: Redis, action_id: str) -> str:
 def fail_later(redis: Redis, action_id: str, error: dict[str, Any]) -> None:
     """Record that an action whose job succeeded ended badly afterwards (a transcode task that
     failed, was deleted or timed out at the vendor): it is listed with the failed actions, with
-    ``error`` (vendor, code, message), and a requeue or replay runs it again."""
-    _update(redis, action_id, status="failed", last_error=error)
+    ``error`` (vendor, code, message), and a requeue or replay runs it again.
+
+    Also for an action given up after its worker died: if it had recorded the intent of a call
+    that is not idempotent (``INTENT_AT``), that call may have been made, so its outcome is unknown."""
+    unknown = bool(redis.hexists(ACTION_PREFIX + action_id, INTENT_AT))
+    _update(redis, action_id, status="failed", last_error=error, **({"outcome": OUTCOME_UNKNOWN} if unknown else {}))
     redis.zadd(FAILED_INDEX, {action_id: time.time()})
 
 

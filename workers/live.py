@@ -2,7 +2,7 @@
 
 Starting a job is not idempotent and MetaStudio offers no way to look one up, so a start request
 is sent at most once. The attempt records its intent on the action record before the call
-(``start_intent_at``); an attempt that finds it already there (its predecessor's worker died
+(``actions.INTENT_AT``); an attempt that finds it already there (its predecessor's worker died
 mid-call, and RQ runs the job again) does not call, but ends "outcome unknown". So does a call
 sent with no answer (a read timeout, a connection lost after sending) or a gateway error after
 sending (502, 504). Failures that certainly started nothing (connection refused, 429, 503, a
@@ -53,7 +53,6 @@ def callback_config(s: Settings) -> dict[str, Any]:
 
 
 KIND = "live.start"
-INTENT = "start_intent_at"  # action record field: the start request is being (or was) sent
 STARTED_JOB = "started_job_id"  # action record field: the job MetaStudio answered with
 REPLACES, REPLACED_BY = "replaces", "replaced_by"
 _ROOM_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -100,7 +99,7 @@ def start(action_id: str, room_id: str, output_url: str, stream_key: str, replac
         if started:  # an earlier attempt started it, and stopped before it could say so
             out["result"] = {"job_id": started.decode(), "room_id": room_id}
             return
-        if not redis.hsetnx(key, INTENT, repr(time.time())):
+        if not redis.hsetnx(key, actions.INTENT_AT, repr(time.time())):
             raise actions.OutcomeUnknown(metastudio.VENDOR, _unknown(
                 action_id, room_id, "an earlier attempt sent (or was about to send) this start request and "
                 "stopped before its answer was recorded"))
@@ -110,7 +109,7 @@ def start(action_id: str, room_id: str, output_url: str, stream_key: str, replac
             if exc.maybe_done:
                 raise actions.OutcomeUnknown(exc.vendor, _unknown(action_id, room_id, exc.message), code=exc.code,
                                              status=exc.status) from None
-            redis.hdel(key, INTENT)  # certainly not started: a retry may send it again
+            redis.hdel(key, actions.INTENT_AT)  # certainly not started: a retry may send it again
             raise
         pipe = redis.pipeline()
         pipe.hset(key, STARTED_JOB, job_id)
