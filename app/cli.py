@@ -201,7 +201,8 @@ def failed(limit: int, kind: str | None, requeue: bool) -> None:
     for a in rows:
         error = a.get("last_error") or {}
         click.echo(f"{a['id']}  {a['kind']}  event {a.get('event_id') or '-'}  attempts {a.get('attempts', '-')}  "
-                   f"{error.get('vendor') or ''} {error.get('code') or ''}: {error.get('message') or ''}")
+                   f"{error.get('vendor') or ''} {error.get('code') or ''}: {error.get('message') or ''}"
+                   + (f"  at {_utc(a['failed_at'])}" if a.get("failed_at") else ""))
         if a.get("outcome"):
             click.echo(f"    outcome {a['outcome']}: {a.get('resolve') or 'check the vendor before doing it again'}")
     if requeue and rows:
@@ -331,6 +332,10 @@ def _redis():
     from app.store import connect
 
     return connect(_settings())
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _print(doc: dict) -> None:

@@ -8,6 +8,7 @@ simulator, jobs run by `drive`."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
@@ -130,6 +131,7 @@ def test_failed_rung_is_listed_everywhere_and_a_requeue_resubmits_it_once(make_a
     shown = CliRunner().invoke(cli, ["failed"], env={"MEDIAHOOK_CONFIG": str(config), "REDIS_URL": None})
     assert shown.exit_code == 0, shown.output
     assert action_id in shown.output and "2001" in shown.output and "could not be decoded" in shown.output
+    assert time.strftime("%Y-%m-%dT%H:%M", time.gmtime(item["failed_at"])) in shown.output
 
     # Run the rung again (what `mediahook failed --requeue` does): one new task, and it succeeds.
     set_sim(sim, fail_rate=0.0)
