@@ -199,18 +199,17 @@ def test_every_call_carries_a_fresh_request_id_and_the_token(sim, cfg):
         uuid.UUID(value)
 
 
-def test_find_pages_through_tasks_and_skips_dead_ones(sim, cfg):
-    """find() is what makes a retried create safe: it must see a task on a later page, and
-    must not adopt a failed or deleted one."""
+def test_find_since_pages_through_tasks_of_its_source_and_rung(sim, cfg):
+    """find_since() is what resolves a create whose outcome is unknown: it must see a task on a
+    later page, only of that source and rung, and none created before its bound."""
+    since = time.time() - 2  # the simulator's creation times may be whole seconds
     target = "https://v.example.com/oldest.mp4"
     first = muducloud.create(cfg.transcoder, target, 2)
-    for n in range(104):  # newest first: the oldest task ends up on page 2 of 100
+    for n in range(104):  # newest first: the oldest task ends up on a later page
         muducloud.create(cfg.transcoder, f"https://v.example.com/{n}.mp4", 2)
-    assert muducloud.find(cfg.transcoder, target, 2).id == first
-    assert muducloud.find(cfg.transcoder, target, 3) is None  # another rung
-    assert len(sim_calls(sim.url, "muducloud", "get-transcodes")) == 4  # two pages each
-    muducloud.delete(cfg.transcoder, first)
-    assert muducloud.find(cfg.transcoder, target, 2) is None
+    assert [t.id for t in muducloud.find_since(cfg.transcoder, target, 2, since)] == [first]
+    assert muducloud.find_since(cfg.transcoder, target, 3, since) == []  # another rung
+    assert muducloud.find_since(cfg.transcoder, target, 2, time.time() + 60) == []  # all older than the bound
 
 
 def test_retry_after_values():
