@@ -185,8 +185,8 @@ def expire_what_the_dead_worker_held(redis, lock_key: str) -> None:
 
     RQ gives up a job only once its heartbeat entry in the StartedJobRegistry expires (the
     worker's job_monitoring_interval, 30 s by default, + a fixed 60 s) and a worker then cleans
-    the registries; the dead scheduler's lock lasts 61 s; the rung's lock in workers/transcode.py
-    lasts 4 × (timeouts) + 30 s. Each is checked to be one of those bounded TTLs, and the rung
+    the registries; the dead scheduler's lock lasts 61 s; the rung's lock (workers/locks.py) has
+    a short TTL that only a live holder renews. Each is checked to be one of those bounded TTLs, and the rung
     lock to expire before RQ gives the job up (so the retry never waits on it), then expired.
     """
     wip = Queue(ACTIONS_QUEUE, connection=redis).started_job_registry.key
