@@ -90,9 +90,9 @@ def alert_exprs() -> list[str]:
 # --- what /metrics really exports --------------------------------------------------------------
 
 @pytest.fixture
-def exported(vendor_app, sim, drive, redis_client) -> dict[str, set[str]]:
-    """Sample name -> its label names, from a real app's /metrics after callbacks of several
-    outcomes, actions that succeeded, retried and failed, and vendor calls."""
+def scraped(vendor_app, sim, drive, redis_client) -> str:
+    """A real app's /metrics after callbacks of several outcomes, actions that succeeded, retried
+    and failed, and vendor calls."""
     client = vendor_app.test_client()
     assert client.post(signed_path(), data=fixture_bytes("metastudio", "shoot_script_switch.json")).status_code == 200
     assert client.post("/hooks/cdnetworks/vod-upload?token=wrong", data=b"{}").status_code == 401
@@ -106,14 +106,27 @@ def exported(vendor_app, sim, drive, redis_client) -> dict[str, set[str]]:
 
     r = client.get("/metrics")
     assert r.status_code == 200
+    return r.get_data(as_text=True)
+
+
+@pytest.fixture
+def exported(scraped: str) -> dict[str, set[str]]:
+    """Sample name -> its label names, in ``scraped``."""
     labels: dict[str, set[str]] = defaultdict(set)
-    for family in text_string_to_metric_families(r.get_data(as_text=True)):
+    for family in text_string_to_metric_families(scraped):
         for sample in family.samples:
             labels[sample.name] |= set(sample.labels)
     # The traffic made the labelled series this test is about.
     for name in ("mediahook_action_retries_total", "mediahook_vendor_call_seconds_bucket", "mediahook_actions_total"):
         assert labels[name], name
     return dict(labels)
+
+
+@needs_promtool
+def test_promtool_accepts_what_metrics_exports(scraped):
+    out = subprocess.run([PROMTOOL, "check", "metrics"], input=scraped, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr
+    assert "mediahook_build_info{" in scraped and "process_cpu_seconds_total{" in scraped
 
 
 def check_names(exprs: list[str], exported: dict[str, set[str]], others: dict[str, str]) -> None:
