@@ -129,7 +129,9 @@ def _job(redis: Redis, action_id: str) -> Job | None:
 
 def _kept_stream_key(job: Job | None) -> str | None:
     """The stream key of an earlier start: kept only in its RQ job (for failure_ttl), never in records."""
-    return (job.kwargs or {}).get("stream_key") or None if job is not None else None
+    if job is None:
+        return None
+    return (job.kwargs or {}).get("stream_key") or None
 
 
 def start_again(redis: Redis, s: Settings, action_id: str, stream_key: str | None = None) -> dict[str, Any]:
