@@ -23,12 +23,13 @@ from workers.context import settings as worker_settings
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "mediahook.json"
 
-# Metrics of other exporters that alerts.yml names (each alert says which exporter).
+# Metrics of other exporters (and Prometheus's own) that alerts.yml names; each alert says which.
 OTHER_EXPORTERS = {
     "node_systemd_unit_state": "node_exporter",
     "redis_memory_used_bytes": "redis_exporter",
     "redis_memory_max_bytes": "redis_exporter",
     "probe_ssl_earliest_cert_expiry": "blackbox_exporter",
+    "up": "Prometheus itself",
 }
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance"}
