@@ -187,8 +187,8 @@ def _event_query() -> tuple[dict[str, Any], dict[str, str], str]:
 
 
 def _search(redis: Redis, loaded: dict[str, Any], q: str) -> tuple[list[dict], Any, int]:
-    """Events whose body (decoded, secrets masked) contains ``q``, case-insensitive; looks at
-    SEARCH_SCAN_LIMIT events at most. Returns (events, cursor to go on from, looked at)."""
+    """Events whose body contains ``q`` (case-insensitive) as received and still once secrets are
+    masked; looks at SEARCH_SCAN_LIMIT events at most. Returns (events, cursor to go on from, looked at)."""
     needle = q.lower()
     position = loaded.pop("cursor", None)
     since, until, limit = loaded.pop("since", None), loaded.pop("until", None), loaded.pop("limit")
@@ -203,8 +203,9 @@ def _search(redis: Redis, loaded: dict[str, Any], q: str) -> tuple[list[dict], A
         for doc, body in zip(batch, pipe.execute() if batch else [], strict=True):
             looked += 1
             position = (doc["received_at"], doc["id"])
-            text = json.dumps(redact_body(body or b""), ensure_ascii=False).lower()
-            if needle in text:
+            # The raw body first (cheap); a hit is confirmed on the masked form, so a secret never matches.
+            if needle.encode() in (body or b"").lower() and needle in json.dumps(
+                    redact_body(body or b""), ensure_ascii=False).lower():
                 found.append(doc)
                 if len(found) == limit:
                     return found, position, looked
