@@ -1,8 +1,10 @@
 """The admin API under /api/: look at events, failures, live jobs and transcodes; replay, requeue,
 apply a KooPhone profile, start a live job.
 
-Every call needs ``Authorization: Bearer <[admin] token>``; with no token configured every /api/
-call is 401 (fail closed). Each operation is the same ``workers.ops`` function the CLI runs, so
+Every call needs ``Authorization: Bearer <token>``, ``[admin] token`` or one of ``[admin] tokens``
+(the audit log names which); with no token configured every /api/ call is 401 (fail closed).
+Actions (replay, requeue, live start, start again, KooPhone apply) go to the audit log. Each
+operation is the same ``workers.ops`` function the CLI runs, so
 the two cannot drift apart. Client mistakes are 400/404/409/413/415 JSON, never a 500.
 """
 
@@ -226,6 +228,7 @@ def start_live_again(action_id: str) -> Response:
         return error_response(404, str(exc))
     except ValueError as exc:  # not a failed live start, already started again, or the configuration lacks
         return error_response(409, str(exc))
+    _audit("live.start-again", action_id=done["action_id"], replaces=action_id, room_id=done["room_id"])
     return json_response(202, s.LiveStartedAgain().dump(done))
 
 

@@ -71,7 +71,11 @@ class Tally:
         idle = 0
         while True:
             time.sleep(self.flush_seconds)
-            wrote = self.flush()
+            try:
+                wrote = self.flush()
+            except Exception:  # a bug here must not end the counting for good
+                log.exception("traffic: flush failed")
+                wrote = False
             idle = 0 if wrote else idle + 1
             with self._lock:
                 if idle >= IDLE_FLUSHES and not self._counts and not self._rejected:

@@ -16,7 +16,7 @@ import pytest
 from app import audit, rejections, traffic
 from app.console import auth
 from app.settings import ConfigError, build
-from tests.conftest import ROOM
+from tests.conftest import ROOM, vendor_sections
 from tests.helpers import CDN_TOKEN, LIVE_EVENTS, MS_KEY, fixture_bytes, signed_path
 from tests.vendor_harness import post_live, stream_event
 from workers import actions, streams
@@ -403,3 +403,26 @@ def test_the_package_ships_the_console_files():
     cfg = (ROOT / "setup.cfg").read_text()
     assert "app.console = templates/*.html, static/*.css, static/*.js" in cfg
     assert (ROOT / "app" / "console" / "templates" / "base.html").exists()
+
+
+def test_an_unknown_live_start_is_started_again_only_after_a_confirmation(make_app, redis_client):
+    app = make_app(admin=TOKENS, public_base_url="http://localhost", **vendor_sections("http://127.0.0.1:9"))
+    actions.enqueue(redis_client, "live-start-x", "workers.live.start", kind="live.start", event_id=None, policy=None,
+                    params={"room_id": ROOM, "output_url": "rtmp://live.example.com/app"})
+    redis_client.hset(actions.ACTION_PREFIX + "live-start-x", mapping={"status": "failed", "outcome": "unknown"})
+    redis_client.zadd(actions.FAILED_INDEX, {"live-start-x": time.time()})
+    client = signed_in(app)
+    page = client.get("/console/failed").get_data(as_text=True)
+    assert 'class="unknown-item" data-id="live-start-x"' in page and "Start again…" in page
+    csrf = csrf_of(page)
+    r = client.post("/console/live/starts/live-start-x/start-again", data={"csrf_token": csrf})
+    assert r.status_code == 200 and "the room will then have two" in r.get_data(as_text=True)
+    assert audit.recent(redis_client) == []  # only the confirmation so far
+    r = client.post("/console/live/starts/live-start-x/start-again",
+                    data={"csrf_token": csrf, "confirm": "1", "stream_key": "the-new-stream-key"})
+    assert r.status_code == 303
+    [entry] = audit.recent(redis_client)
+    assert (entry["who"], entry["action"], entry["detail"]["replaces"]) == ("alice", "live.start-again", "live-start-x")
+    assert "the-new-stream-key" not in json.dumps(entry)
+    assert redis_client.hget(actions.ACTION_PREFIX + "live-start-x", "replaced_by") == entry["detail"][
+        "action_id"].encode()

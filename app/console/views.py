@@ -340,6 +340,27 @@ def requeue() -> Response:
     return _back("console.failed", notice)
 
 
+@bp.post("/live/starts/<action_id>/start-again")
+def start_again(action_id: str) -> Response:
+    """One NEW start request in place of a failed live start (whose outcome is unknown): after a
+    confirmation that says what it does. Never done by a requeue or a replay."""
+    redis, settings = _runtime()
+    doc = _ops().action(redis, action_id)
+    if doc is None or doc.get("kind") != "live.start":
+        return _page("error.html", 404, message=f"No live start {action_id}.")
+    if request.form.get("confirm") != "1":
+        return _page("start_again.html", action=doc, room_id=(doc.get("params") or {}).get("room_id", "?"))
+    stream_key = request.form.get("stream_key", "").strip() or None
+    try:
+        done = _ops().live_start_again(redis, settings, action_id, stream_key)
+    except LookupError as exc:
+        return _page("error.html", 404, message=str(exc))
+    except ValueError as exc:  # not failed, already started again, no stream key kept, no [metastudio]
+        return _back("console.failed", f"Not started again: {exc}")
+    _audit("live.start-again", action_id=done["action_id"], replaces=action_id, room_id=done["room_id"])
+    return _back("console.failed", done["message"])
+
+
 # --- live streams ----------------------------------------------------------------------------------
 
 def _streams_context() -> dict[str, Any]:
@@ -367,7 +388,23 @@ def _stream_context(room_id: str) -> dict[str, Any]:
         phones = [{"instance_ids": b.instance_ids, "on_state": b.on_state}
                   for b in settings.koophone.bindings if b.room_id == room_id]
     return {"room_id": room_id, "job_id": job_id, "history": history, "job": job, "phones": phones,
+            "applied": _profiles_applied(redis, history),
             "part_url": url_for("console.stream_part", room_id=room_id, **({"job_id": job_id} if job_id else {}))}
+
+
+def _profiles_applied(redis: Redis, history: list[dict[str, Any]], last: int = 20) -> list[dict[str, Any]]:
+    """The cloud-phone profiles the room's latest states led to (their KooPhone apply actions), newest first."""
+    from workers import actions
+
+    out = []
+    for entry in reversed(history[-last:]):
+        for action in actions.event_actions(redis, entry.get("event_id") or ""):
+            if action.get("kind") == "koophone.apply":
+                params = action.get("params") or {}
+                out.append({"state": entry.get("state"), "profile": params.get("profile"),
+                            "instances": len(params.get("instance_ids") or []), "status": action.get("status"),
+                            "updated_at": action.get("updated_at"), "id": action["id"]})
+    return out
 
 
 @bp.get("/streams/<room_id>")
