@@ -24,7 +24,7 @@ SEVERITIES = {"critical", "warning"}
 # Figures every web host reads from Redis and exports alike (app/metrics.py): aggregated over
 # hosts with max, never summed.
 FLEET_WIDE = re.compile(r"\bmediahook_(queue_\w+|actions_total|action_retries_total|vendor_calls_total|"
-                        r"vendor_call_seconds\w*|actions_failed|rq_workers)\b")
+                        r"vendor_call_seconds\w*|actions_failed|rq_workers|sweep_\w+)\b")
 
 PROMTOOL = os.environ.get("PROMTOOL") or shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(not PROMTOOL, reason="promtool is not installed (.ci/run installs it)")
