@@ -116,7 +116,8 @@ def drain_once(spool_dir: str, store: EventStore) -> int:
                 os.rename(path, path + ".bad")
                 continue
             try:
-                created, event_id = store.ingest(event)
+                # Its id was the answer: a duplicate stays findable under it (status "duplicate").
+                created, event_id = store.ingest(event, keep_duplicate=True)
             except RedisError as exc:
                 log.info("spool drain paused, Redis not answering: %s", exc.__class__.__name__)
                 break

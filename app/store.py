@@ -44,12 +44,16 @@ EVENTS_INDEX = "mh:events"
 
 # KEYS: dedup ('' = not deduplicated), event, index, job, queue, rq:queues, dedup-last ('' = no scope)
 # ARGV: event id, dedup ttl, retention ttl, received_at, prune-before score, job id ('' for none),
-#       sent_at ('' for none), number of event field/value items, event fields..., job fields...
+#       sent_at ('' for none), keep-duplicate ('1' or ''), number of event field/value items,
+#       event fields..., job fields...
 #
 # A dedup hit is a re-delivery only while the event it repeats is still the last one recorded
 # for its scope (when it has one): a state that follows a different state is a new event even
 # with the same bytes. A re-delivery that reaches Redis before its original (the original was
 # spooled) gives the record the original's earlier times, so the first delivery's time is kept.
+# A spooled event was answered with its own id, so when it turns out to be a duplicate it is
+# kept (keep-duplicate) as a record with status "duplicate" and ``duplicate_of``, and no job:
+# every id ever acknowledged can be looked up.
 INGEST_SCRIPT = """
 if KEYS[1] ~= '' then
   local existing = redis.call('GET', KEYS[1])
@@ -63,6 +67,13 @@ if KEYS[1] ~= '' then
         else redis.call('HDEL', record, 'sent_at') end
         redis.call('ZADD', KEYS[3], 'XX', ARGV[4], existing)
       end
+      if ARGV[8] ~= '' then
+        local n = tonumber(ARGV[9])
+        redis.call('HSET', KEYS[2], unpack(ARGV, 10, 9 + n))
+        redis.call('HSET', KEYS[2], 'status', 'duplicate', 'duplicate_of', existing)
+        redis.call('HDEL', KEYS[2], 'job_id')
+        redis.call('EXPIRE', KEYS[2], ARGV[3])
+      end
     end
     return {0, existing}
   end
@@ -70,13 +81,13 @@ end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0, ARGV[1]} end
 if KEYS[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 if KEYS[7] ~= '' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[2]) end
-local n = tonumber(ARGV[8])
-redis.call('HSET', KEYS[2], unpack(ARGV, 9, 8 + n))
+local n = tonumber(ARGV[9])
+redis.call('HSET', KEYS[2], unpack(ARGV, 10, 9 + n))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
 if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[4], unpack(ARGV, 9 + n))
+  redis.call('HSET', KEYS[4], unpack(ARGV, 10 + n))
   redis.call('RPUSH', KEYS[5], ARGV[6])
   redis.call('SADD', KEYS[6], KEYS[5])
 end
@@ -299,7 +310,7 @@ class EventStore:
         return [*self._job_constant, "created_at", stamp, "enqueued_at", stamp, "data", data,
                 "description", f"process event {event_id}"]
 
-    def _args(self, event: Event) -> list[Any]:
+    def _args(self, event: Event, keep_duplicate: bool = False) -> list[Any]:
         s = self.settings
         job_items = self._job_items(event.id) if event.status == "queued" else []
         job_id = job_id_for(event.id) if job_items else ""
@@ -309,13 +320,17 @@ class EventStore:
                 DEDUP_LAST_PREFIX + event.dedup_scope if event.dedup and event.dedup_scope else "",
                 event.id, s.dedup_window_seconds, s.retention_seconds, repr(event.received_at),
                 repr(event.received_at - s.retention_seconds), job_id,
-                "" if event.sent_at is None else repr(event.sent_at), len(event_items), *event_items, *job_items]
+                "" if event.sent_at is None else repr(event.sent_at), "1" if keep_duplicate else "",
+                len(event_items), *event_items, *job_items]
 
-    def ingest_many(self, events: list[Event]) -> list[tuple[bool, str] | Exception]:
+    def ingest_many(self, events: list[Event], keep_duplicate: bool = False) -> list[tuple[bool, str] | Exception]:
         """Ingest several events in one round trip (a non-transactional pipeline of script
         calls, each atomic on its own). Per event: (created, event_id) or the error it met.
+        ``keep_duplicate``: for events already acknowledged with their own id (from the
+        spool), a duplicate is kept as a record with status ``duplicate`` and ``duplicate_of``
+        (no job), so that id can still be looked up.
         Raises redis.RedisError when the round trip itself fails."""
-        args = [self._args(e) for e in events]
+        args = [self._args(e, keep_duplicate) for e in events]
         results = self._send(args)
         if any(isinstance(r, NoScriptError) for r in results):
             # Redis restarted (or flushed its script cache): load the script, send those again.
@@ -343,13 +358,13 @@ class EventStore:
             pipe.execute_command("EVALSHA", *a)
         return pipe.execute(raise_on_error=False)
 
-    def ingest(self, event: Event) -> tuple[bool, str]:
+    def ingest(self, event: Event, keep_duplicate: bool = False) -> tuple[bool, str]:
         """Record the event and queue its job, unless it is a duplicate delivery.
 
         Returns (created, event_id); for a duplicate, the id of the first delivery.
         Raises redis.RedisError when Redis cannot be reached: the caller spools.
         """
-        result = self.ingest_many([event])[0]
+        result = self.ingest_many([event], keep_duplicate)[0]
         if isinstance(result, Exception):
             raise result
         return result

@@ -216,7 +216,8 @@ def test_a_redelivery_never_overtakes_its_spooled_original(make_app, down_redis)
 
     redis = down_redis.client()
     assert Queue(EVENTS_QUEUE, connection=redis).job_ids == [f"event-{first.id}"]
-    assert not redis.exists(f"mh:event:{second.id}")
+    alias = runtime.store.get(second.id)  # the id the retry was answered with still says where it went
+    assert (alias["status"], alias["duplicate_of"], alias.get("job_id")) == ("duplicate", first.id, None)
     stored = runtime.store.get(first.id)
     assert float(stored["received_at"]) == first.received_at
     assert stored["sent_at"] == repr(first.sent_at) and first.sent_at is not None
@@ -249,8 +250,9 @@ def test_a_redelivery_recorded_before_the_spool_drains_takes_the_first_time(make
     shutil.copy(kept, spooled)  # the same file drained again (a crash before its unlink): still once
     assert spool.drain_once(spool_dir, runtime.store) == 1
     assert Queue(EVENTS_QUEUE, connection=redis).count == 1
-    assert not redis.exists(f"mh:event:{original.id}")
+    assert runtime.store.get(original.id)["duplicate_of"] == retry["event_id"]
     assert float(runtime.store.get(retry["event_id"])["received_at"]) == original.received_at
+    assert redis.zcard("mh:events") == 1
 
 
 def test_the_drainer_records_the_first_of_two_spooled_deliveries(make_app, down_redis):

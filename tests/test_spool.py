@@ -54,11 +54,18 @@ def test_dedup_still_applies_to_spooled_events(make_app, down_redis):
     client = app.test_client()
     spool_dir = app.extensions["mediahook"].settings.spool_dir
     path = signed_path()  # one signed request, delivered three times
+    ids = []
     for _ in range(3):
-        assert client.post(path, data=_event(1)).status_code == 200
+        r = client.post(path, data=_event(1))
+        assert r.status_code == 200
+        ids.append(r.json["event_id"])
     down_redis.start()
     wait_until(lambda: spool.depth(spool_dir) == 0, what="the spool to drain")
-    assert Queue(EVENTS_QUEUE, connection=down_redis.client()).count == 1
+    assert Queue(EVENTS_QUEUE, connection=down_redis.client()).job_ids == [f"event-{ids[0]}"]
+    # Each answer named its own id: the duplicates stay findable under it, and say of what.
+    store = app.extensions["mediahook"].store
+    assert [(store.get(i)["status"], store.get(i).get("duplicate_of")) for i in ids] == [
+        ("queued", None), ("duplicate", ids[0]), ("duplicate", ids[0])]
 
 
 def test_a_spool_file_drained_twice_is_recorded_once(make_app, redis_client, tmp_path):
