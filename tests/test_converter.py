@@ -267,8 +267,8 @@ def test_a_fixed_converter_deleted_at_flighthub_fails_visibly_every_time(make_ap
     listed = {item["id"]: item for item in ops.failed_items(redis_client)}
     for i in ids:
         error = listed[i]["last_error"]
-        assert (error["vendor"], error["transient"]) == ("flighthub", False) and error["code"] in flighthub.NOT_FOUND
-        assert fixed in error["message"] and "converter_id" in error["message"]
+        assert (error["vendor"], error["code"], error["message"], error["transient"]) == (
+            "flighthub", 213029, "converter not found", False)
         assert actions.record(redis_client, i)["attempts"] == 1
 
 

@@ -14,6 +14,7 @@ on one host or many.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -33,6 +34,8 @@ DESIRED = {"CONNECTED": True, "DISCONNECTED": False, "END": False}
 CONVERTER_PREFIX = "mh:converter:"
 CREATED_PREFIX = "mh:converter-binding:"
 LOCK_NAME = "converter:"  # mh:lock:converter:<binding>
+
+log = logging.getLogger(__name__)
 
 __all__ = ["stream_ref"]  # still importable from here
 
@@ -151,9 +154,11 @@ def _switch(cfg: FlightHub, redis: Redis, key: str, spec: ConverterBinding, conv
             raise
         _forget(redis, key, converter_id)
         if spec.converter_id:
-            raise VendorError(flighthub.VENDOR, f"{exc.message}: converter {converter_id} of binding {key} is gone "
-                              "at FlightHub; set another converter_id (or use create)", transient=False,
-                              code=exc.code, status=exc.status) from exc
+            # Ours to fix, not FlightHub's to retry: fails for good (listed by `failed`) with the
+            # vendor's code and message, and again at every later PUT until the binding is fixed.
+            log.warning("converter %s of binding %s is gone at FlightHub; set another converter_id (or use create)",
+                        converter_id, key)
+            raise
         return False
     pipe = redis.pipeline()
     pipe.hset(CONVERTER_PREFIX + converter_id, mapping={

@@ -20,6 +20,7 @@ local at = tonumber(redis.call('HGET', KEYS[1], 'script_at') or redis.call('HGET
                     or '-1')
 local received = tonumber(redis.call('HGET', KEYS[1], 'script_received_at') or '-1')
 local new_at, new_received = tonumber(ARGV[8]), tonumber(ARGV[1])
+if redis.call('HGET', KEYS[1], 'script_event_id') == ARGV[6] then return 'same' end
 if new_at < at or (new_at == at and new_received <= received) then return 'older' end
 local same = redis.call('HGET', KEYS[1], 'scene_script_name') == ARGV[3]
              and redis.call('HGET', KEYS[1], 'shoot_script_sequence_no') == ARGV[4]
