@@ -140,3 +140,39 @@ def test_a_repeated_state_makes_no_second_call(make_app, sim, drive, redis_clien
     assert len(sim_calls(sim.url, "flighthub", "update")) == 1
     assert len(sim_calls(sim.url, "koophone")) == 1
     assert actions.record(redis_client, f"converter-room-{ROOM}-{ids[1]}")["result"]["changed"] is False
+
+
+# --- the stream store itself ----------------------------------------------------------------
+
+def record(redis, event_id: str, state: str, received_at: float, sent_at: float | None = None,
+           job_id: str = "job-1", output_url: str = "rtmp://a/1", room_id: str = ROOM) -> None:
+    streams.record_state(redis, room_id=room_id, job_id=job_id, output_url=output_url, state=state,
+                         event_id=event_id, received_at=received_at, sent_at=sent_at)
+
+
+def test_order_is_signed_time_then_arrival(redis_client):
+    record(redis_client, "e3", "DISCONNECTED", received_at=103.0, sent_at=100.0)  # signed first, delivered last
+    record(redis_client, "e1", "CONNECTING", received_at=101.0, sent_at=101.0)
+    record(redis_client, "e2", "CONNECTED", received_at=102.5, sent_at=101.0)  # same second: arrival decides
+    record(redis_client, "e2", "CONNECTED", received_at=102.5, sent_at=101.0)  # a replay adds nothing
+    assert [e["event_id"] for e in streams.history(redis_client, ROOM)] == ["e3", "e1", "e2"]
+    assert streams.latest(redis_client, ROOM)["state"] == "CONNECTED"
+    assert streams.target(streams.states(redis_client, ROOM), {"CONNECTED", "DISCONNECTED"})["event_id"] == "e2"
+
+
+def test_streams_are_room_job_and_output(redis_client):
+    record(redis_client, "a1", "CONNECTED", 100.0, output_url="rtmp://a/1")
+    record(redis_client, "a2", "CONNECTED", 101.0, output_url="rtmp://a/2")
+    record(redis_client, "a3", "DISCONNECTED", 102.0, output_url="rtmp://a/2")
+    record(redis_client, "b1", "CONNECTING", 103.0, job_id="job-2")
+    record(redis_client, "c1", "END", 104.0, room_id="other-room", job_id="job-9")
+    listed = [(s["room_id"], s["job_id"], s["output_url"], s["state"], s["current"])
+              for s in streams.list_streams(redis_client)]
+    assert listed == [("other-room", "job-9", "rtmp://a/1", "END", True),
+                      (ROOM, "job-2", "rtmp://a/1", "CONNECTING", True),
+                      (ROOM, "job-1", "rtmp://a/2", "DISCONNECTED", False),
+                      (ROOM, "job-1", "rtmp://a/1", "CONNECTED", False)]
+    assert [e["event_id"] for e in streams.stream_history(redis_client, ROOM, "job-1")] == ["a1", "a2", "a3"]
+    assert streams.list_streams(redis_client, limit=1)[0]["room_id"] == "other-room"
+    # The new job implies nothing for a converter yet: nothing to converge on.
+    assert streams.target(streams.states(redis_client, ROOM), {"CONNECTED", "DISCONNECTED", "END"}) is None
