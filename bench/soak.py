@@ -197,14 +197,14 @@ def chaos(stack, args: argparse.Namespace, window: float, stop: threading.Event)
 
 
 def drain(redis: Redis, args, sender: Sender, rungs: list, spool_dir: Path | None) -> tuple[bool, float, dict]:
-    event_ids = sorted({i for s in sender.sent.values() if s.kind != "live" for i in s.event_ids})
+    callbacks = [s.event_ids for s in sender.sent.values() if s.kind not in ("live", "redelivery") and s.acked]
     live_actions = [s.action_id for s in sender.sent.values() if s.kind == "live" and s.action_id]
     t0 = time.monotonic()
     last: dict[str, int] = {}
     shown = 0.0
     while True:
         try:
-            last = check.pending(redis, event_ids, rungs, live_actions, spool_dir)
+            last = check.pending(redis, callbacks, rungs, live_actions, spool_dir)
         except RedisError as exc:
             last = {"redis unreachable": 1}
             log(f"drain: {exc.__class__.__name__}")
@@ -349,7 +349,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--live-starts", type=int, default=None,
                    help="live starts via the admin API (default callbacks/150)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to wait for the drain (default 600)")
+    p.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for the drain (default 300)")
     p.add_argument("--base-url", help="an existing mediahook web side (then also --redis-url and --sim-url)")
     p.add_argument("--redis-url", help="the Redis of that setup (read only: nothing is deleted or flushed)")
     p.add_argument("--sim-url", help="the vendor simulators that setup calls")

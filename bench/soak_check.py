@@ -102,12 +102,15 @@ def action_statuses(redis: Redis, action_ids: list[str]) -> list[bytes | None]:
     return pipe.execute()
 
 
-def pending(redis: Redis, event_ids: list[str], rungs: list[tuple[str, str]], live_actions: list[str],
+def pending(redis: Redis, callbacks: list[set[str]], rungs: list[tuple[str, str]], live_actions: list[str],
             spool_dir: Path | None) -> dict[str, int]:
-    """What is not finished yet; all zeros means drained. Raises RedisError while Redis is down."""
+    """What is not finished yet; all zeros means drained. ``callbacks``: the event ids each
+    acknowledged callback was given (a re-delivery spooled apart from its original gets an id
+    of its own, which has no record once the original is drained: one done id is enough).
+    Raises RedisError while Redis is down."""
     out = rq_counts(redis)
-    statuses = event_statuses(redis, event_ids)
-    out["events not processed"] = sum(1 for s in statuses.values() if s not in EVENT_DONE)
+    statuses = event_statuses(redis, sorted({i for ids in callbacks for i in ids}))
+    out["events not processed"] = sum(1 for ids in callbacks if not any(statuses[i] in EVENT_DONE for i in ids))
     out["rungs not final"] = sum(1 for s in rung_states(redis, rungs) if s not in transcode.FINAL_STATES)
     out["live starts not final"] = sum(1 for s in action_statuses(redis, live_actions) if s not in ACTION_DONE)
     if spool_dir is not None:

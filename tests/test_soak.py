@@ -22,8 +22,8 @@ from bench.soak_plan import expected_final, expected_scripts, make_plan
 from bench.soak_stack import config_doc
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--callbacks", "60", "--rooms", "3", "--rate", "15", "--redis-kills", "1", "--redis-down", "2",
-        "--worker-kills", "1", "--fault-rate", "0.3", "--drain-timeout", "30", "--seed", "7"]
+TINY = ["--callbacks", "60", "--rooms", "3", "--rate", "20", "--redis-kills", "1", "--redis-down", "2",
+        "--worker-kills", "1", "--fault-rate", "0.3", "--drain-timeout", "35", "--seed", "7"]
 FIGURE = re.compile(r"^([a-z ]+): (\d+)\b", re.MULTILINE)
 
 
