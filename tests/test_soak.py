@@ -16,10 +16,14 @@ from pathlib import Path
 
 import pytest
 
+import requests
+
 from app.settings import build
+from bench import soak_check as check
 from bench.soak import CORRECTNESS
-from bench.soak_plan import expected_final, expected_scripts, make_plan
-from bench.soak_stack import config_doc
+from bench.soak_plan import Expected, expected_final, expected_scripts, make_plan
+from bench.soak_stack import PROFILES, config_doc
+from workers.clients.koophone import expand_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--callbacks", "60", "--rooms", "3", "--rate", "20", "--redis-kills", "1", "--redis-down", "2",
@@ -53,6 +57,40 @@ def test_plan_mixes_what_the_soak_promises():
         states = [c.state for c in plan if c.kind == "state" and c.room == room]
         assert "RECONNECTING" in states or "DISCONNECTED" in states
         assert states[-1] != "CONNECTING"
+
+
+def test_checks_see_wrong_states_and_duplicates_at_the_simulators(sim, tmp_path):
+    """The figures come from the vendors' side: a converter left on, a phone on the wrong
+    profile, a second live task for a rung, a second live job for one start are all counted."""
+    settings = build(config_doc(tmp_path, "redis://127.0.0.1:1/0", sim.url, "http://127.0.0.1:2", ["r0", "r1"], "t"),
+                     env={})
+    fh = {"X-User-Token": "sim-flighthub-token", "X-Request-Id": "00000000-0000-4000-8000-000000000001"}
+    for i in (0, 1):
+        r = requests.post(f"{sim.url}/openapi/v0.1/live-stream/converter", headers=fh, timeout=5, json={
+            "converter_name": f"t-conv-{i}", "sn": "SN", "camera_index": "39-0-7", "schema": "rtmp",
+            "schema_option": {"url": f"rtmp://127.0.0.1/drone/t-{i}"}})
+        if i == 0:
+            requests.put(f"{sim.url}/openapi/v0.1/live-stream/converter/{r.json()['data']['converter_id']}",
+                         headers=fh, json={"auto_push_stream": True}, timeout=5)
+    requests.put(f"{sim.url}/v1/instances/video-setting", timeout=5,
+                 headers={"X-Auth-Token": "sim-koophone-token", "x-request-id": "x"},
+                 json={"instance_ids": ["t-r0-p0", "t-r0-p1"], "instance_settings": expand_profile(PROFILES["low"])})
+    expected = {"r0": Expected("r0", "j", False, {0: "low"}), "r1": Expected("r1", "k", True, {1: "normal"})}
+    assert check.wrong_converters(sim.url, settings, expected)[:2] == (2, 2)  # r0 on (want off), r1 off (want on)
+    assert check.wrong_phones(sim.url, settings, expected)[:2] == (2, 4)  # r1's phones have nothing applied
+
+    origin = "https://vod.example.com/v1.mp4"
+    for _ in range(2):
+        requests.post(f"{sim.url}/transcoding/api/create-transcode", timeout=5,
+                      json={"origin_url": origin, "task_config_temp_id": 2, "format": "m3u8"})
+    ms = {"X-Auth-Token": "sim-metastudio-token"}
+    for _ in range(2):
+        requests.post(f"{sim.url}/v1/p/smart-live-rooms/r9/smart-live-jobs", headers=ms, timeout=5,
+                      json={"output_urls": ["rtmp://127.0.0.1/live/one"], "stream_keys": ["k"]})
+    dups = check.duplicates(sim.url, settings, {origin: "v1"}, ["t-conv-0", "t-conv-1"],
+                            ["rtmp://127.0.0.1/live/one", "rtmp://127.0.0.1/live/two"])
+    assert (dups["transcode tasks"], dups["converters"], dups["live jobs"]) == (1, 0, 1)
+    assert dups["live starts without a job"] == 1
 
 
 @pytest.fixture(scope="module")
