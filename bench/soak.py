@@ -235,7 +235,7 @@ def report(args, settings: Settings, redis: Redis, plan: list[Callback], sender:
     videos = {v["videoId"]: v for s in originals if s.acked and s.kind == "upload" for v in by_n[s.n].videos}
     wanted_rungs = check.expected_rungs(settings, videos)
     live = [s for s in sent if s.kind == "live"]
-    lost, waiting, lost_examples = check.lost(redis, sent)
+    lost, waiting, events_failed, lost_examples = check.lost(redis, sent)
     dups = check.duplicates(args.sim_url, settings, check.origin_map(settings, videos),
                             [(b.create or {}).get("converter_name") for b in
                              (settings.flighthub.bindings if settings.flighthub else ()) if b.create],
@@ -269,7 +269,7 @@ def report(args, settings: Settings, redis: Redis, plan: list[Callback], sender:
         "duplicates": {k: dups[k] for k in ("transcode tasks", "converters", "live jobs")},
         "converters judged": conv_judged, "phones judged": phone_judged, "timelines judged": len(scripts),
         "rungs": len(wanted_rungs), "rung states": rungs["states"],
-        "still queued with a live job": waiting,
+        "still queued with a live job": waiting, "event jobs failed": events_failed,
         "listed in failed": check.listed_failed(redis),
         "drained": drained, "drain seconds": round(drain_s, 1), "left at timeout": {k: v for k, v in left.items() if v},
         "send seconds": round(send_s, 1), "kills": kills,
@@ -307,7 +307,8 @@ def print_report(args, doc: dict) -> None:
                                                    f" (NOT drained at the timeout: {doc['left at timeout']})"),
         f"not drained: {f['not drained']}",
         f"also: live starts without a job {doc['live starts without a job']}; listed in failed "
-        f"{doc['listed in failed']}; still queued with a live job {doc['still queued with a live job']}",
+        f"{doc['listed in failed']}; event jobs failed {doc['event jobs failed']}; still queued with a live job "
+        f"{doc['still queued with a live job']}",
     ]
     for what, items in doc["examples"].items():
         for item in items:

@@ -172,8 +172,8 @@ def metastudio_jobs(sim_url: str) -> list[dict]:
 
 # --- the figures ------------------------------------------------------------------------------
 
-def lost(redis: Redis, sent: list[Sent]) -> tuple[int, int, list[str]]:
-    """(lost, still queued with a live job, examples). A callback is lost when none of the event
+def lost(redis: Redis, sent: list[Sent]) -> tuple[int, int, int, list[str]]:
+    """(lost, still queued with a live job, event job failed for good, examples). A callback is lost when none of the event
     ids its acknowledged deliveries were given has a record, or its record is still ``queued``
     and its job is in no queue or registry (nothing will ever run it)."""
     # A re-delivery's event ids are kept with its original.
@@ -181,9 +181,11 @@ def lost(redis: Redis, sent: list[Sent]) -> tuple[int, int, list[str]]:
     ids = sorted({i for s in acked for i in s.event_ids})
     statuses = event_statuses(redis, ids)
     live = live_job_ids(redis)
-    n_lost, n_waiting, examples = 0, 0, []
+    n_lost, n_waiting, n_failed, examples = 0, 0, 0, []
     for s in acked:
         known = [statuses.get(i) for i in s.event_ids if statuses.get(i) is not None]
+        if known and all(st == b"failed" for st in known):
+            n_failed += 1
         if not known:
             n_lost += 1
             examples.append(f"#{s.n} ({s.kind}) events {sorted(s.event_ids)}: no record")
@@ -193,7 +195,7 @@ def lost(redis: Redis, sent: list[Sent]) -> tuple[int, int, list[str]]:
             else:
                 n_lost += 1
                 examples.append(f"#{s.n} ({s.kind}) events {sorted(s.event_ids)}: queued, no job")
-    return n_lost, n_waiting, examples[:5]
+    return n_lost, n_waiting, n_failed, examples[:5]
 
 
 def duplicates(sim_url: str, settings: Settings, origins: dict[str, str], converter_names: list[str],
