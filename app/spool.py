@@ -151,7 +151,8 @@ class Drainer:
         delay = self.interval
         while not self._stop.wait(delay):
             try:
-                if not pending(self.spool_dir):
+                if not pending(self.spool_dir) or self.store.breaker.is_open:
+                    # While the breaker is open its probe watches Redis: look again soon, at no cost.
                     delay = self.interval
                     continue
                 before = depth(self.spool_dir)

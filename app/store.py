@@ -25,7 +25,9 @@ from urllib.parse import unquote, urlsplit
 
 from redis import Redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 from rq import Queue, Retry
@@ -34,6 +36,7 @@ from rq.serializers import DefaultSerializer
 from rq.utils import now as rq_now
 from rq.utils import utcformat
 
+from app.breaker import INGEST_TIMEOUT_SECONDS, TRIPPING_ERRORS, Breaker
 from app.settings import ConfigError, Settings
 from workers.queues import EVENTS_QUEUE, PROCESS_EVENT
 
@@ -155,14 +158,18 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         raise ConfigError(f"redis.url: {exc}; expected {SENTINEL_URL_FORM}") from None
 
 
-def _client_options(settings: Settings) -> dict[str, Any]:
+def _client_options(settings: Settings, socket_timeout: float | None = None) -> dict[str, Any]:
+    # With a ``socket_timeout`` of its own (the web side's ingest client), a timeout is not
+    # retried: the retry would double the very wait the short timeout is there to bound.
+    retry_on = (RedisConnectionError,) if socket_timeout is not None else (RedisConnectionError, RedisTimeoutError)
     return {
-        "socket_timeout": settings.redis_socket_timeout,
-        "socket_connect_timeout": settings.redis_connect_timeout,
+        "socket_timeout": settings.redis_socket_timeout if socket_timeout is None else socket_timeout,
+        "socket_connect_timeout": settings.redis_connect_timeout if socket_timeout is None
+        else min(settings.redis_connect_timeout, socket_timeout),
         "health_check_interval": 30,
         # One immediate retry covers a pooled connection that died with a Redis restart (or a
         # failover); the ingest script is idempotent by event id, so a retried write cannot double.
-        "retry": RedisRetry(NoBackoff(), 1),
+        "retry": RedisRetry(NoBackoff(), 1, supported_errors=retry_on),
     }
 
 
@@ -178,7 +185,7 @@ class _SentinelConnection(SentinelManagedConnection):
         return super().read_response(*args, **kwargs)
 
 
-def sentinel_master(url: SentinelURL, settings: Settings) -> Redis:
+def sentinel_master(url: SentinelURL, settings: Settings, socket_timeout: float | None = None) -> Redis:
     """A client of the current master of ``url.service_name``.
 
     Each new connection asks the Sentinels where the master is; a connection to a master that
@@ -194,19 +201,20 @@ def sentinel_master(url: SentinelURL, settings: Settings) -> Redis:
                          "retry": RedisRetry(NoBackoff(), 0)},
     )
     return sentinel.master_for(url.service_name, connection_class=_SentinelConnection, db=url.db,
-                               username=url.username, password=url.password, **_client_options(settings), **_KEEPALIVE)
+                               username=url.username, password=url.password, **_client_options(settings, socket_timeout),
+                               **_KEEPALIVE)
 
 
-def connect(settings: Settings) -> Redis:
+def connect(settings: Settings, socket_timeout: float | None = None) -> Redis:
     """A client that fails fast, so a Redis outage turns into a spool write, not a hang.
 
     ``redis.url`` may name a Sentinel set (``SENTINEL_URL_FORM``): the client then follows the
     master through failovers. The web side, the spool drainer, the CLI and the workers all
-    connect here, so they all follow it.
+    connect here, so they all follow it. ``socket_timeout`` overrides the configured one.
     """
     if settings.redis_url.startswith(SENTINEL_SCHEME):
-        return sentinel_master(parse_sentinel_url(settings.redis_url), settings)
-    options = _client_options(settings)
+        return sentinel_master(parse_sentinel_url(settings.redis_url), settings, socket_timeout)
+    options = _client_options(settings, socket_timeout)
     if not settings.redis_url.startswith("unix://"):
         options.update(_KEEPALIVE)
     return Redis.from_url(settings.redis_url, **options)
@@ -282,6 +290,10 @@ class EventStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
+        # Callbacks are written through a client of their own with a short timeout, behind a
+        # circuit breaker (app/breaker.py): a hung Redis costs one short wait, then the spool.
+        self.ingest_redis = connect(settings, min(settings.redis_socket_timeout, INGEST_TIMEOUT_SECONDS))
+        self.breaker = Breaker(self.ingest_redis.ping)
         self.queue = Queue(EVENTS_QUEUE, connection=redis)
         self._sha = hashlib.sha1(INGEST_SCRIPT.encode()).hexdigest()
         self._job_constant = self._constant_job_items()
@@ -329,15 +341,21 @@ class EventStore:
         ``keep_duplicate``: for events already acknowledged with their own id (from the
         spool), a duplicate is kept as a record with status ``duplicate`` and ``duplicate_of``
         (no job), so that id can still be looked up.
-        Raises redis.RedisError when the round trip itself fails."""
+        Raises redis.RedisError when the round trip itself fails (at once while the breaker
+        is open)."""
+        self.breaker.check()
         args = [self._args(e, keep_duplicate) for e in events]
-        results = self._send(args)
-        if any(isinstance(r, NoScriptError) for r in results):
-            # Redis restarted (or flushed its script cache): load the script, send those again.
-            self.redis.script_load(INGEST_SCRIPT)
-            redo = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            for i, result in zip(redo, self._send([args[i] for i in redo]), strict=True):
-                results[i] = result
+        try:
+            results = self._send(args)
+            if any(isinstance(r, NoScriptError) for r in results):
+                # Redis restarted (or flushed its script cache): load the script, send those again.
+                self.ingest_redis.script_load(INGEST_SCRIPT)
+                redo = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+                for i, result in zip(redo, self._send([args[i] for i in redo]), strict=True):
+                    results[i] = result
+        except TRIPPING_ERRORS as exc:
+            self.breaker.trip(exc)
+            raise
         out: list[tuple[bool, str] | Exception] = []
         for result in results:
             if isinstance(result, Exception):
@@ -350,10 +368,10 @@ class EventStore:
     def _send(self, args: list[list[Any]]) -> list[Any]:
         if len(args) == 1:
             try:
-                return [self.redis.execute_command("EVALSHA", *args[0])]
+                return [self.ingest_redis.execute_command("EVALSHA", *args[0])]
             except NoScriptError as exc:
                 return [exc]
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.ingest_redis.pipeline(transaction=False)
         for a in args:
             pipe.execute_command("EVALSHA", *a)
         return pipe.execute(raise_on_error=False)
@@ -382,7 +400,14 @@ class EventStore:
         return record
 
     def ping(self) -> bool:
+        """Whether Redis answers, within the ingest client's short timeout: an answer closes
+        the breaker, a timeout or connection error opens it."""
         try:
-            return bool(self.redis.ping())
+            ok = bool(self.ingest_redis.ping())
+        except TRIPPING_ERRORS as exc:
+            self.breaker.trip(exc)
+            return False
         except Exception:  # any failure means "not reachable" to a health check
             return False
+        self.breaker.close()
+        return ok

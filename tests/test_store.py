@@ -51,7 +51,7 @@ def test_job_is_a_real_rq_job_on_the_events_queue(client, redis_client):
 def test_record_and_job_are_written_in_one_round_trip(client, app):
     """The hot path sends Redis exactly one command (the ingest script) per callback."""
     client.post(signed_path(), data=_state_event(n=-1))  # loads the script once per server
-    redis = app.extensions["mediahook"].store.redis
+    redis = app.extensions["mediahook"].store.ingest_redis  # the client callbacks are written through
     sent: list[str] = []
     real = redis.execute_command
 
