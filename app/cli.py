@@ -94,7 +94,13 @@ def worker(worker_class: str) -> None:
     from app.store import connect
     from workers import context, preload, recovery, sweep
 
-    s = _settings()
+    try:
+        s = _settings()
+    except (ConfigError, click.ClickException) as exc:
+        # Exit 2 as the web does (gunicorn.conf.py): the units' RestartPreventExitStatus=2 stops
+        # systemd from restarting a worker that a restart cannot fix.
+        click.echo(f"mediahook: {getattr(exc, 'message', exc)}", err=True)
+        sys.exit(2)
     logs.configure(s, "worker")
     log = logging.getLogger("mediahook.worker")
     try:
