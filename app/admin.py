@@ -127,9 +127,9 @@ def _query(schema: Schema) -> dict[str, Any]:
 def _body(schema: Schema) -> dict[str, Any]:
     body = read_body(request, _runtime()[1].max_body_bytes)
     try:
-        payload = decode_body(body, accept_base64=False)
-    except Unsupported as exc:
-        raise _BadBody(error_response(415, str(exc))) from None
+        payload = decode_body(body, accept_base64=False, mimetype=request.mimetype)
+    except Unsupported as exc:  # 415, or 400 for a body sent as JSON that does not parse
+        raise _BadBody(error_response(exc.status, str(exc), **exc.extra())) from None
     if not isinstance(payload, dict):
         raise _BadBody(error_response(400, "invalid payload", errors={"_body": ["Must be a JSON object."]}))
     return schema.load(payload)

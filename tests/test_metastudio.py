@@ -371,11 +371,15 @@ def test_malformed_event_type_is_400(client, event_type):
     assert list(r.json["errors"]) == ["event_type"]
 
 
-def test_verbatim_reply_command_finish_doc_example_is_415(client):
-    """The vendor's own example has an unescaped quote: it is not JSON, and we say so."""
+def test_verbatim_reply_command_finish_doc_example_is_400_saying_where(client):
+    """The vendor's own example has an unescaped quote: sent as JSON, it is broken JSON (400,
+    with where it broke); sent as anything else, it is not a format we take (415)."""
     r = post_fixture(client, "reply_command_finish.verbatim.txt")
+    assert r.status_code == 400
+    assert r.json["code"] == 400 and {"line", "column", "position"} <= set(r.json)
+    r = client.post(signed_path(), data=fixture_bytes(VENDOR, "reply_command_finish.verbatim.txt"),
+                    content_type="text/plain")
     assert r.status_code == 415
-    assert r.json["code"] == 415
 
 
 @pytest.mark.parametrize("body", [b"[]", b'[{"event_type": "REPLY_COMMAND_FINISH"}]', b'"REPLY_COMMAND_FINISH"',
