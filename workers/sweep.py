@@ -25,7 +25,7 @@ is marked ``failed`` (listed by ``mediahook failed``); an event job is already l
 ``mediahook_sweep_requeued_total{what}`` and ``mediahook_sweep_failed_total{what}`` count them.
 
 Cost of a pass: one read of each queue's list and registries (O(jobs waiting), in one MULTI),
-one HMGET per event of the last hour (per event within retention, hourly) and per open action,
+one HMGET per event of the last 15 min (per event within retention, hourly) and per open action,
 in pipelines of ``BATCH``. A worker runs it in its maintenance pass, at most once per
 ``INTERVAL_SECONDS`` on the whole fleet; ``mediahook sweep`` runs it by hand.
 """
@@ -52,10 +52,13 @@ from workers.queues import EVENTS_QUEUE, PROCESS_EVENT, QUEUES
 
 log = logging.getLogger(__name__)
 
-GRACE_SECONDS = 60
-INTERVAL_SECONDS = 30
+# Nothing needs a long grace: the web side writes an event and its job in one script, and a
+# worker between its pop and its start is covered by SETTLE_SECONDS. It only has to outlast an
+# action's record being written just before its job.
+GRACE_SECONDS = 15
+INTERVAL_SECONDS = 15
 SETTLE_SECONDS = 2.0
-RECENT_SECONDS = 3600
+RECENT_SECONDS = 900
 FULL_EVERY_SECONDS = 3600
 BATCH = 500
 
