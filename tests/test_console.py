@@ -426,3 +426,20 @@ def test_an_unknown_live_start_is_started_again_only_after_a_confirmation(make_a
     assert "the-new-stream-key" not in json.dumps(entry)
     assert redis_client.hget(actions.ACTION_PREFIX + "live-start-x", "replaced_by") == entry["detail"][
         "action_id"].encode()
+
+
+def test_mediahook_dev_serves_the_console_with_the_dev_token(redis_server, redis_client, tmp_path):
+    from app import create_app
+    from app.settings import load
+
+    settings = load({"MEDIAHOOK_CONFIG": str(ROOT / "deploy" / "mediahook.dev.toml"), "REDIS_URL": redis_server.url,
+                     "MEDIAHOOK_SPOOL_DIR": str(tmp_path / "spool")})
+    app = create_app(settings, start_drainer=False)
+    try:
+        client = app.test_client()
+        assert client.get("/console").status_code == 308  # the README's address, without the slash
+        r = login(client, "dev-only-admin-token-00000000")
+        assert r.status_code == 303
+        assert client.get("/console/").status_code == 200
+    finally:
+        app.extensions["mediahook"].store.redis.close()
