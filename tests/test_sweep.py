@@ -115,16 +115,11 @@ def test_action_whose_job_rq_gave_up_is_marked_failed_not_left_running(vendor_ap
 
 
 def test_live_jobs_are_not_touched(base_config, sim, redis_client, workers, make_app):
-    """Queued, scheduled and running (with a heartbeat, in a real worker) jobs are all live."""
+    """Queued and scheduled jobs (no worker yet), then a job running in a real worker with its
+    heartbeat: all live, none queued again, none counted."""
     sections = vendor_sections(sim.url)
     sections["koophone"]["read_timeout"] = 20.0
     client = make_app(**sections).test_client()
-    set_faults(sim.url, {"koophone": {"latency_ms": 8000}})
-    workers.start(redis_client, **sections)
-    [running] = ops.koophone_apply(redis_client, _worker_settings(), "low", ["phone-1"])
-    wait_until(lambda: (actions.record(redis_client, running) or {}).get("status") == "running", timeout=20,
-               what="the action to run in the worker")
-    # The one worker is busy with that call: what follows stays queued or scheduled meanwhile.
     event_id = client.post(UPLOAD, data=upload_body(("VLIVE", 360))).json["event_id"]
     later = "koophone-manual-later-0"
     actions.enqueue(redis_client, later, "workers.video_settings.apply", kind="koophone.apply", event_id=None,
@@ -133,15 +128,24 @@ def test_live_jobs_are_not_touched(base_config, sim, redis_client, workers, make
 
     report = run_sweep(redis_client)
     assert (report.events_requeued, report.actions_requeued, report.actions_failed) == ([], [], [])
-    assert report.events_checked == 1 and report.actions_checked >= 2
+    assert report.events_checked == 1 and report.actions_checked == 1
     assert {name: queue(redis_client, name).get_job_ids() for name in before} == before
     assert redis_client.hget(f"mh:event:{event_id}", "status") == b"queued"
     assert actions.record(redis_client, later)["status"] == "queued"
+
+    set_faults(sim.url, {"koophone": {"latency_ms": 8000}})
+    workers.start(redis_client, **sections)
+    [running] = ops.koophone_apply(redis_client, _worker_settings(), "low", ["phone-1"])
+    wait_until(lambda: (actions.record(redis_client, running) or {}).get("status") == "running", timeout=20,
+               what="the action to run in the worker")
+    report = run_sweep(redis_client)
+    assert (report.events_requeued, report.actions_requeued, report.actions_failed) == ([], [], [])
     assert actions.record(redis_client, running)["status"] == "running"  # the sweep ran while it did
     assert total(get_metrics(client), "mediahook_sweep_requeued_total") == 0
     wait_until(lambda: actions.record(redis_client, running)["status"] == "succeeded", timeout=30,
                what="the running action to finish, run once")
     assert actions.record(redis_client, running)["attempts"] == 1
+    assert len(sim_calls(sim.url, "koophone")) == 1
 
 
 def _worker_settings():
@@ -150,11 +154,24 @@ def _worker_settings():
     return settings()
 
 
-def test_a_worker_sweeps_in_its_maintenance_pass_once_per_interval(base_config, redis_client, workers):
-    workers.start(redis_client)
-    wait_until(lambda: redis_client.exists(sweep.LAST_KEY), timeout=20, what="the worker's first sweep")
+def test_a_worker_sweeps_in_its_maintenance_pass_once_per_interval(sim, make_app, redis_client, workers):
+    """An event acknowledged a minute ago whose job was popped and lost: a real `mediahook worker`
+    started afterwards finds it in its first maintenance pass and runs it, once."""
+    sections = vendor_sections(sim.url)
+    client = make_app(**sections).test_client()
+    event_id = client.post(UPLOAD, data=upload_body(("VWORKER", 480))).json["event_id"]
+    assert redis_client.lpop(queue(redis_client, EVENTS_QUEUE).key) == f"event-{event_id}".encode()
+    redis_client.zadd("mh:events", {event_id: time.time() - 60}, xx=True)  # received a minute ago
+
+    workers.start(redis_client, **sections)
+    wait_until(lambda: one_task_per_rung(sim.url, redis_client, "VWORKER"), timeout=30,
+               what="the worker's sweep to queue the lost event and the worker to run it")
+    assert redis_client.hget(f"mh:event:{event_id}", "status") == b"processed"
     assert 0 < redis_client.ttl(sweep.LAST_KEY) <= sweep.INTERVAL_SECONDS
     assert sweep.from_worker(redis_client) is None  # another worker, within the interval: no second pass
+    assert total(get_metrics(client), "mediahook_sweep_requeued_total", what="event") == 1
+    assert len(sim_calls(sim.url, "muducloud", "create-transcode")) == len(
+        transcode.video_transcodes(redis_client, "VWORKER"))
 
 
 def test_mediahook_sweep_command(base_config, redis_client, make_app, tmp_path):
