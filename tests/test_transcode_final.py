@@ -131,7 +131,7 @@ def test_failed_rung_is_listed_everywhere_and_a_requeue_resubmits_it_once(make_a
     shown = CliRunner().invoke(cli, ["failed"], env={"MEDIAHOOK_CONFIG": str(config), "REDIS_URL": None})
     assert shown.exit_code == 0, shown.output
     assert action_id in shown.output and "2001" in shown.output and "could not be decoded" in shown.output
-    assert time.strftime("%Y-%m-%dT%H:%M", time.gmtime(item["failed_at"])) in shown.output
+    assert time.strftime("%Y-%m-%d %H:%M", time.localtime(item["failed_at"])) in shown.output  # local time
 
     # Run the rung again (what `mediahook failed --requeue` does): one new task, and it succeeds.
     set_sim(sim, fail_rate=0.0)
@@ -320,3 +320,15 @@ def test_a_poll_that_errors_is_polled_again_not_failed(vendor_app, sim, drive, r
     records = [actions.record(redis_client, k.decode()[len(actions.ACTION_PREFIX):])
                for k in redis_client.scan_iter(actions.ACTION_PREFIX + "transcode-poll-*")]
     assert records and all(r["status"] == "succeeded" and r["attempts"] == 1 for r in records)
+
+
+def test_a_video_that_cannot_be_planned_is_noted_and_the_next_still_transcoded(vendor_app, sim, drive,
+                                                                                redis_client):
+    """A lone surrogate passes the schema (JSON allows the escape) but cannot be a Redis key:
+    that video is noted on the event, and the video after it is transcoded all the same."""
+    r = vendor_app.test_client().post(UPLOAD, data=upload_body(("\ud800broken", 360), ("VNEXT", 360)))
+    assert r.status_code == 200
+    drive(lambda: rung(redis_client, "VNEXT", "360").get("state") == "success", what="the next video's rung")
+    event = ops.event_details(redis_client, r.json["event_id"])
+    assert event["status"] == "processed"
+    assert any("not planned" in note and "broken" in note for note in event["notes"]), event["notes"]

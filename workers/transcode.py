@@ -120,6 +120,7 @@ def plan_upload(redis: Redis, cfg: Transcoder, videos: list[dict[str, Any]],
 
 def _plan_video(redis: Redis, cfg: Transcoder, video: dict[str, Any], event_id: str) -> tuple[list[str], list[str]]:
     video_id = video["videoId"]
+    video_id.encode()  # a lone surrogate (JSON allows its escape) cannot be a Redis key: noted, not planned
     if not needs_transcode(video):
         return [], [f"video {video_id}: transcodeState {video.get('transcodeState')} "
                     f"(encrypt {video.get('encrypt')}) means transcoded or transcoding; skipped"]
@@ -166,6 +167,14 @@ def want(redis: Redis, cfg: Transcoder, video_id: str, rung: str, url: str,
 
 def _submit_params(action_id: str, video_id: str, rung: str, url: str, event_id: str | None) -> dict[str, Any]:
     return {"action_id": action_id, "video_id": video_id, "rung": rung, "origin_url": url, "event_id": event_id}
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- the rung record --------------------------------------------------------------------------
@@ -475,5 +484,7 @@ def _task_failed(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state:
 
 
 def video_transcodes(redis: Redis, video_id: str) -> dict[str, dict[str, str]]:
+    if not _encodable(video_id):
+        return {}  # never planned (see _plan_video)
     rungs = sorted(m.decode() for m in redis.smembers(VIDEO_RUNGS_PREFIX + video_id))
     return {rung: _state(redis, video_id, rung) for rung in rungs}
