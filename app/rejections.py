@@ -2,8 +2,8 @@
 a secret rotation or a misconfigured proxy at a glance, instead of a bare 401 counter.
 
 ``app.traffic``'s WSGI wrapper sees each refused answer; ``reason`` makes it a sentence (from the
-answer's own JSON, and for a 401 from ``auth_reason``, which re-runs the source's checks to say
-which one failed: only refused requests pay for that). The entries go to Redis from the traffic
+answer's own JSON, and for a 401 from the source's ``refusal``, the function its ``authenticate``
+is built on, so the reason cannot drift from the check; only refused requests ask it twice). The entries go to Redis from the traffic
 thread, so the answer never waits on, nor fails with, this bookkeeping. The list is bounded in
 count (``KEEP``) and time (``MAX_AGE``), and each reason is logged once per flush interval with
 its count, so the log says it too.
@@ -19,14 +19,12 @@ import logging
 import time
 from collections import Counter
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Request
 from redis import Redis
 
 from app.settings import Settings
-from app.sources import metastudio
-from app.sources.base import secret_equals
+from app.sources import SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -41,48 +39,11 @@ DEFAULT_REASONS = {400: "bad request", 401: "unauthorized", 405: "method not all
 
 
 def auth_reason(source: str, req: Request, settings: Settings) -> str:
-    """Which check refused a callback's credentials: mirrors ``authenticate`` of the source
-    (app/sources), run only for a request it refused. Never shows the secret or what was sent."""
-    if source == "cdnetworks":
-        src = settings.cdnetworks
-        if src is None:
-            return "no [sources.cdnetworks] token configured"
-        return "token missing from the URL" if not req.args.get("token") else "wrong token"
-    ms = settings.metastudio
-    if ms is None:
-        return "no [sources.metastudio] configured"
-    if ms.auth_type == "NONE":
-        given = req.args.get("token")
-        return "token missing from the URL" if not given else (
-            "wrong token" if not secret_equals(given, ms.token) else "unauthorized")
-    where = "query (hwSecret, hwTime)" if ms.auth_type == "MSS_A" else "headers (x-hw-mss-secret, x-hw-mss-time)"
-    if ms.auth_type == "MSS_A":
-        given, hw_time = req.args.get("hwSecret"), req.args.get("hwTime")
-    else:
-        given, hw_time = req.headers.get("x-hw-mss-secret"), req.headers.get("x-hw-mss-time")
-    if not given or not hw_time:
-        return f"signature missing: auth_type {ms.auth_type} expects it in the {where}"
-    try:
-        sent = int(hw_time, 16) if 1 <= len(hw_time) <= 16 else None
-    except ValueError:
-        sent = None
-    if sent is None:
-        return "signed time is not hex Unix seconds"
-    skew = time.time() - sent
-    if skew > ms.tolerance_seconds:
-        return f"stale signed time: sent {skew:.0f}s ago, tolerance {ms.tolerance_seconds}s (replay, or a slow clock)"
-    if -skew > ms.tolerance_seconds:
-        return f"signed time in the future by {-skew:.0f}s, tolerance {ms.tolerance_seconds}s (a fast clock)"
-    if settings.public_base_url:
-        parts = urlsplit(settings.public_base_url)
-        host, path = parts.netloc, parts.path.rstrip("/") + req.path
-    else:
-        host, path = req.host, req.path
-    uri = metastudio.canonical_uri(host, path, req.query_string.decode("latin-1"))
-    if ms.key and secret_equals(given.lower(), metastudio.sign(ms.key, uri, hw_time)):
-        return "unauthorized"  # the signature holds now: refused for a reason this does not know
-    return (f"signature mismatch: wrong key, or the vendor signed another URL than {host}{path} "
-            "(check public_base_url, and the Host / X-Forwarded-Host the proxy passes)")
+    """Which check refused a callback's credentials: the source's own ``refusal`` (app/sources),
+    asked again only for a request it refused. Never shows the secret or what was sent."""
+    module = SOURCES.get(source)
+    refusal = getattr(module, "refusal", None)
+    return (refusal(req, settings) if refusal else None) or "unauthorized"
 
 
 def reason(source: str, status: int, answer: bytes, environ: dict, settings: Settings | None) -> str:

@@ -54,6 +54,7 @@ class Tally:
         self._counts: dict[tuple[int, str, str], int] = {}
         self._rejected: list[dict[str, Any]] = []
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     def add(self, source: str, status: int, environ: dict, now: float, why: str | None = None) -> None:
         """Count one callback; ``why`` (a refused one's reason) also keeps it in the refused list."""
@@ -63,14 +64,13 @@ class Tally:
             if why is not None:
                 self._rejected.append(rejections.entry(environ, source, status, now, why))
                 del self._rejected[:-MAX_PENDING_REJECTED]
-            if self._thread is None:
+            if self._thread is None and not self._stopped.is_set():
                 self._thread = threading.Thread(target=self._run, name="mediahook-traffic", daemon=True)
                 self._thread.start()
 
     def _run(self) -> None:
         idle = 0
-        while True:
-            time.sleep(self.flush_seconds)
+        while not self._stopped.wait(self.flush_seconds):
             try:
                 wrote = self.flush()
             except Exception:  # a bug here must not end the counting for good
@@ -81,6 +81,15 @@ class Tally:
                 if idle >= IDLE_FLUSHES and not self._counts and not self._rejected:
                     self._thread = None
                     return
+
+    def stop(self) -> None:
+        """Stop counting and drop what is held (an app being thrown away: tests). Returns once a
+        flush under way has ended, so nothing is written afterwards."""
+        self._stopped.set()
+        with self._lock:
+            thread, self._counts, self._rejected = self._thread, {}, []
+        if isinstance(thread, threading.Thread):
+            thread.join(timeout=10)
 
     def flush(self) -> bool:
         """Write what is held to Redis; on a Redis error keep it for the next try. True if anything was written."""

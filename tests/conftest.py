@@ -96,6 +96,7 @@ def make_app(settings_factory: Callable[..., Settings]) -> Iterator[Callable[...
         runtime = app.extensions["mediahook"]
         if runtime.drainer:
             runtime.drainer.stop()
+        app.extensions["mediahook.traffic"].stop()  # its counts must not land in the next test's Redis
         runtime.store.redis.close()
 
 

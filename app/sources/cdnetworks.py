@@ -21,8 +21,18 @@ MAX_REFS = 100
 
 
 def authenticate(req: Request, settings: Settings) -> bool:
+    return refusal(req, settings) is None
+
+
+def refusal(req: Request, settings: Settings) -> str | None:
+    """Why the request's token is refused (never the token), or None when it holds."""
     src = settings.cdnetworks
-    return src is not None and secret_equals(req.args.get("token"), src.token)
+    if src is None:
+        return "no [sources.cdnetworks] token configured"
+    given = req.args.get("token")
+    if secret_equals(given, src.token):
+        return None
+    return "token missing from the URL" if not given else "wrong token"
 
 
 class _Open(Schema):

@@ -91,23 +91,52 @@ def _fresh(hw_time: str, tolerance: int, now: float) -> bool:
 
 def authenticate(req: Request, settings: Settings) -> bool:
     """True only for a request that carries the configured secret; fails closed."""
+    return refusal(req, settings) is None
+
+
+def refusal(req: Request, settings: Settings) -> str | None:
+    """Why the request's credentials are refused (which check failed, never a secret), or None
+    when they hold. The words are built only for a refused request."""
     src = settings.metastudio
     if src is None:
-        return False
+        return "no [sources.metastudio] configured"
     if src.auth_type == "NONE":
-        return secret_equals(req.args.get("token"), src.token)
+        given_token = req.args.get("token")
+        if secret_equals(given_token, src.token):
+            return None
+        return "token missing from the URL" if not given_token else "wrong token"
     if src.auth_type == "MSS_A":
         given, hw_time = req.args.get("hwSecret"), req.args.get("hwTime")
     else:
         given, hw_time = req.headers.get("x-hw-mss-secret"), req.headers.get("x-hw-mss-time")
-    if not given or not hw_time or not src.key or not _fresh(hw_time, src.tolerance_seconds, time.time()):
-        return False
+    if not given or not hw_time or not src.key:
+        where = ("query (hwSecret, hwTime)" if src.auth_type == "MSS_A"
+                 else "headers (x-hw-mss-secret, x-hw-mss-time)")
+        return f"signature missing: auth_type {src.auth_type} expects it in the {where}"
+    now = time.time()
+    if not _fresh(hw_time, src.tolerance_seconds, now):
+        return _stale(hw_time, src.tolerance_seconds, now)
     if settings.public_base_url:
         host, prefix = _public_base(settings.public_base_url)
     else:
         host, prefix = req.host, ""
     uri = canonical_uri(host, prefix + req.path, req.query_string.decode("latin-1"))
-    return secret_equals(given.lower(), sign(src.key, uri, hw_time))
+    if secret_equals(given.lower(), sign(src.key, uri, hw_time)):
+        return None
+    return (f"signature mismatch: wrong key, or the vendor signed another URL than {host}{prefix}{req.path} "
+            "(check public_base_url, and the Host / X-Forwarded-Host the proxy passes)")
+
+
+def _stale(hw_time: str, tolerance: int, now: float) -> str:
+    try:
+        skew = now - int(hw_time, 16) if 1 <= len(hw_time) <= 16 else None
+    except ValueError:
+        skew = None
+    if skew is None:
+        return "signed time is not hex Unix seconds"
+    if skew > 0:
+        return f"stale signed time: sent {skew:.0f}s ago, tolerance {tolerance}s (replay, or a slow clock)"
+    return f"signed time in the future by {-skew:.0f}s, tolerance {tolerance}s (a fast clock)"
 
 
 def signed_time(req: Request, settings: Settings) -> str | None:
