@@ -88,7 +88,8 @@ def streams_now(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
     from workers import streams
 
     found = streams.list_streams(redis, limit=limit)
-    return sorted(found, key=lambda s: (not (s.get("current") and s.get("state") in LIVE_STATES), -(s.get("at") or 0)))
+    return sorted(found, key=lambda s: (not (s.get("current") and s.get("state") in LIVE_STATES),
+                                        -(s.get("at") or 0)))
 
 
 def stream_history(redis: Redis, room_id: str, job_id: str | None = None) -> list[dict[str, Any]]:

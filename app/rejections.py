@@ -3,8 +3,9 @@ a secret rotation or a misconfigured proxy at a glance, instead of a bare 401 co
 
 ``app.traffic``'s WSGI wrapper sees each refused answer; ``reason`` makes it a sentence (from the
 answer's own JSON, and for a 401 from the source's ``refusal``, the function its ``authenticate``
-is built on, so the reason cannot drift from the check; only refused requests ask it twice). The entries go to Redis from the traffic
-thread, so the answer never waits on, nor fails with, this bookkeeping. The list is bounded in
+is built on, so the reason cannot drift from the check; only refused requests ask it twice).
+The entries go to Redis from the traffic thread, so the answer never waits on, nor fails with,
+this bookkeeping. The list is bounded in
 count (``KEEP``) and time (``MAX_AGE``), and each reason is logged once per flush interval with
 its count, so the log says it too.
 

@@ -56,7 +56,9 @@ def session_of(req: Request, settings: Settings) -> Session | None:
     except BadSignature:
         return None
     tokens = dict(settings.admin_tokens)
-    if not isinstance(doc, dict) or doc.get("who") not in tokens or doc.get("fp") != _fingerprint(tokens[doc["who"]]):
+    if not isinstance(doc, dict) or doc.get("who") not in tokens:
+        return None
+    if doc.get("fp") != _fingerprint(tokens[doc["who"]]):  # that name's token changed since
         return None
     return Session(doc["who"], doc["csrf"])
 
