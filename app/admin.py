@@ -178,6 +178,14 @@ def list_failed() -> Response:
     return json_response(200, FAILED_LIST.dump({"items": items[:limit], "total": len(items)}))
 
 
+@bp.get("/actions/<action_id>")
+def show_action(action_id: str) -> Response:
+    doc = _ops().action(_runtime()[0], action_id)
+    if doc is None:
+        return error_response(404, f"no action {action_id}")
+    return json_response(200, s.Action().dump(doc))
+
+
 @bp.post("/failed/requeue")
 def requeue_failed() -> Response:
     data = _body(REQUEUE)

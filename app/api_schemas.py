@@ -218,6 +218,8 @@ class Action(Schema):
     result = fields.Dict(metadata={"description": "the vendor's answer, in short"})
     outcome = fields.String(metadata={"enum": ["unknown"], "description": "unknown: the call may have taken "
                                       "effect at the vendor; never run again by itself (see /api/failed)"})
+    replaces = fields.String(metadata={"description": "a live start started again: the failed start it replaces"})
+    replaced_by = fields.String(metadata={"description": "a failed live start: the start that replaced it"})
     created_at = fields.Float()
     updated_at = fields.Float()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from app import cli_dev, cli_ops
 from app import settings as settings_mod
 from app.settings import ConfigError, Settings
 from workers.queues import QUEUES
@@ -21,23 +22,32 @@ DEV_CONFIG = ROOT / "deploy" / "mediahook.dev.toml"
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
 
-DEV_INFO = Path("var") / "dev.json"
+_SETTINGS = "mediahook.settings"
 
 
 def _settings() -> Settings:
-    """The service's settings; beside a running `mediahook dev` (no MEDIAHOOK_CONFIG, no
-    REDIS_URL, and ./var/dev.json present), the dev setup's."""
+    """The service's settings, loaded once per command; beside a running `mediahook dev` (no
+    MEDIAHOOK_CONFIG, no REDIS_URL), the dev setup's (app/cli_dev.py says how it is found)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and _SETTINGS in ctx.meta:
+        return ctx.meta[_SETTINGS]
     env = dict(os.environ)
-    if not env.get("MEDIAHOOK_CONFIG") and not env.get("REDIS_URL") and DEV_INFO.exists():
-        env.update(json.loads(DEV_INFO.read_text()))
-        click.echo(f"(using the running dev setup: {DEV_INFO})", err=True)
+    if not env.get("MEDIAHOOK_CONFIG") and not env.get("REDIS_URL"):
+        found = cli_dev.find(env)
+        if found is not None:
+            env.update(found.env)
+            click.echo(f"(using the running dev setup: {found.path})", err=True)
     try:
-        return settings_mod.load(env)
+        s = settings_mod.load(env)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if ctx is not None:
+        ctx.meta[_SETTINGS] = s
+    return s
 
 
 @click.group()
+@click.version_option(package_name="mediahook", prog_name="mediahook")
 def main() -> None:
     """mediahook: receive video vendors' callbacks and act on them."""
 
@@ -175,173 +185,10 @@ def sign(url: str, headers: bool) -> None:
         click.echo(signed_url(url, src.key))
 
 
-@main.group()
-def events() -> None:
-    """Look at recorded events."""
-
-
-@events.command("show")
-@click.argument("event_id")
-def events_show(event_id: str) -> None:
-    """An event with its job, its actions (state, attempts, last error) and transcodes; secrets masked."""
-    from workers import ops
-
-    doc = ops.event_details(_redis(), event_id)
-    if doc is None:
-        raise click.ClickException(f"no event {event_id} (unknown, or past its retention)")
-    _print(doc)
-
-
-@main.command()
-@click.option("--limit", default=50, show_default=True)
-@click.option("--kind", help="An action kind or its family (transcode, converter, koophone, live, event).")
-@click.option("--requeue", is_flag=True, help="Run what is listed again (actions with their vendor's retries).")
-def failed(limit: int, kind: str | None, requeue: bool) -> None:
-    """What failed for good (actions and event jobs), newest first, with the vendor's code and message."""
-    from workers import ops
-
-    redis = _redis()
-    rows = ops.failed_items(redis, kind=kind, limit=limit)
-    if not rows:
-        click.echo("nothing failed")
-    for a in rows:
-        error = a.get("last_error") or {}
-        click.echo(f"{a['id']}  {a['kind']}  event {a.get('event_id') or '-'}  attempts {a.get('attempts', '-')}  "
-                   f"{error.get('vendor') or ''} {error.get('code') or ''}: {error.get('message') or ''}"
-                   + (f"  at {_utc(a['failed_at'])}" if a.get("failed_at") else ""))
-        if a.get("outcome"):
-            click.echo(f"    outcome {a['outcome']}: {a.get('resolve') or 'check the vendor before doing it again'}")
-    if requeue and rows:
-        done = ops.requeue_failed(redis, _settings(), rows)
-        click.echo(f"requeued {len(done['requeued'])}, skipped {len(done['skipped'])}")
-        for skip in done["skipped"]:
-            click.echo(f"    skipped {skip['id']}: {skip['reason']}")
-
-
-@main.command("transcodes")
-@click.argument("video_id")
-def transcodes_show(video_id: str) -> None:
-    """A video's transcodes per rung: task id, status, progress, target URL."""
-    from workers import ops
-
-    _print({"video_id": video_id, "rungs": ops.transcodes(_redis(), video_id)})
-
-
-@main.command()
-@click.argument("event_id")
-def replay(event_id: str) -> None:
-    """Process an event again (safe: actions are idempotent; failed ones are requeued)."""
-    from workers import ops
-
-    skipped: list[dict[str, str]] = []
-    try:
-        job_id = ops.replay(_redis(), event_id, _settings(), skipped=skipped)
-    except LookupError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"queued {job_id}")
-    for skip in skipped:
-        click.echo(f"    skipped {skip['id']}: {skip['reason']}")
-
-
-@main.group()
-def koophone() -> None:
-    """KooPhone cloud-phone video settings."""
-
-
-@koophone.command("apply")
-@click.argument("profile")
-@click.argument("instance_ids", nargs=-1, required=True)
-def koophone_apply(profile: str, instance_ids: tuple[str, ...]) -> None:
-    """Apply a [koophone.profiles] profile to instances (queued, retried like any action)."""
-    from workers import ops
-
-    try:
-        ids = ops.koophone_apply(_redis(), _settings(), profile, list(instance_ids))
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo("queued " + " ".join(ids))
-
-
-@main.group()
-def live() -> None:
-    """MetaStudio live jobs."""
-
-
-@live.command("start")
-@click.argument("room_id")
-@click.option("--output-url", required=True, help="RTMP push URL of the live platform.")
-@click.option("--stream-key", required=True, help="Its stream key (kept out of logs and records).")
-def live_start(room_id: str, output_url: str, stream_key: str) -> None:
-    """Start a MetaStudio live job whose callbacks come back to this service."""
-    from workers import ops
-
-    try:
-        action_id = ops.live_start(_redis(), _settings(), room_id, output_url, stream_key)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"queued {action_id}; see: mediahook action {action_id}")
-
-
-@live.command("start-again")
-@click.argument("action_id")
-@click.option("--stream-key", help="Only if the earlier start's job has expired (its key is kept nowhere else).")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def live_start_again(action_id: str, stream_key: str | None, yes: bool) -> None:
-    """Send ONE new start request in place of a failed live start (e.g. one whose outcome is unknown).
-
-    Nothing else ever starts a live job again: check first, in MetaStudio's console, that no job
-    runs for the room, or the room will have two."""
-    from workers import ops
-
-    redis = _redis()
-    doc = ops.action(redis, action_id)
-    if doc is None:
-        raise click.ClickException(f"no action {action_id}")
-    room_id = (doc.get("params") or {}).get("room_id", "?")
-    if not yes:
-        click.confirm(f"Send a NEW start request to MetaStudio for room {room_id}, replacing {action_id} "
-                      f"({doc.get('status')}{', outcome ' + doc['outcome'] if doc.get('outcome') else ''})? If "
-                      f"{action_id} did start a job, the room will then have two", abort=True)
-    try:
-        done = ops.live_start_again(redis, _settings(), action_id, stream_key)
-    except (LookupError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(done["message"])
-    click.echo(f"see: mediahook action {done['action_id']}")
-
-
-@live.command("show")
-@click.argument("job_id")
-def live_show(job_id: str) -> None:
-    """A live job: script timeline, stream state history, converters following its room."""
-    from workers import ops
-
-    doc = ops.live_job(_redis(), _settings(), job_id)
-    if doc is None:
-        raise click.ClickException(f"nothing known of live job {job_id}")
-    _print(doc)
-
-
-@main.command("action")
-@click.argument("action_id")
-def action_show(action_id: str) -> None:
-    """One action: state, attempts, last error, result."""
-    from workers import ops
-
-    doc = ops.action(_redis(), action_id)
-    if doc is None:
-        raise click.ClickException(f"no action {action_id}")
-    _print(doc)
-
-
 def _redis():
     from app.store import connect
 
     return connect(_settings())
-
-
-def _utc(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _print(doc: dict) -> None:
@@ -384,10 +231,8 @@ def dev(host: str, port: int, data_dir: str, sim_port: int, no_simulators: bool)
     if not env.get("REDIS_URL"):
         redis_server = RedisServer(os.path.abspath(os.path.join(data_dir, "redis"))).start()
         env["REDIS_URL"] = redis_server.url
-    info = DEV_INFO if data_dir == "var" else Path(data_dir) / DEV_INFO.name
-    info.parent.mkdir(parents=True, exist_ok=True)
-    info.write_text(json.dumps({key: env[key] for key in ("MEDIAHOOK_CONFIG", "REDIS_URL", "MEDIAHOOK_PUBLIC_BASE_URL",
-                                                          "MEDIAHOOK_SPOOL_DIR")}))
+    # Other commands, run beside it, find it by these (even from another folder: app/cli_dev.py).
+    info = cli_dev.write(data_dir, env)
 
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", f"{host}:{port}",
                             "app:create_app()"], env=env)
@@ -427,7 +272,7 @@ def dev(host: str, port: int, data_dir: str, sim_port: int, no_simulators: bool)
             redis_server.stop()
         if sim:
             sim.stop()
-        info.unlink(missing_ok=True)
+        cli_dev.remove(info)
     sys.exit(code)
 
 
@@ -443,6 +288,9 @@ def demo(timeout: float) -> None:
         raise click.ClickException("no public_base_url: run `mediahook dev` first (in this folder)")
     ok = run_demo(s, _redis(), click.echo, timeout)
     sys.exit(0 if ok else 1)
+
+
+cli_ops.register(main)  # the operator commands, over the admin API
 
 
 if __name__ == "__main__":

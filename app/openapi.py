@@ -184,6 +184,10 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
             "Actions that failed for good and event jobs out of retries, newest first, with their events",
             {200: _json("FailedList", "Failures"), 400: "BadRequest", **ADMIN_ERRORS},
             params=_query(s.FailedQuery))},
+        "/api/actions/{action_id}": {"get": _op(
+            "One action: state, attempts, vendor error, result; secrets masked",
+            {200: _json("Action", "The action"), 404: "NotFound", **ADMIN_ERRORS},
+            params=[_path_param("action_id", "an action id (from an event, /api/failed or a start)")])},
         "/api/failed/requeue": {"post": _op(
             "Run failed actions or event jobs again: one (`id`), a `filter`, or `all`",
             {200: _json("RequeueResult", "What was requeued, and what could not be"), 404: "NotFound",

@@ -130,7 +130,7 @@ def test_cli_koophone_apply(sim, base_config, tmp_path, drive, redis_client, mak
 
     bad = CliRunner().invoke(cli, ["koophone", "apply", "nope", "cli-1"],
                              env={"MEDIAHOOK_CONFIG": str(config), "REDIS_URL": None})
-    assert bad.exit_code != 0 and "no profile 'nope'" in bad.output
+    assert bad.exit_code != 0 and "profile: No such profile; known: " in bad.output
 
 
 def test_permanent_error_fails_the_apply_with_the_vendors_message(vendor_app, sim, drive, redis_client):
