@@ -284,6 +284,52 @@ def list_audit() -> Response:
 
 # --- KooPhone -------------------------------------------------------------------------------
 
+# --- vendor controls ------------------------------------------------------------------------
+
+def _vendor_control():
+    from workers import vendor_control
+
+    return vendor_control
+
+
+@bp.get("/vendors")
+def list_vendors() -> Response:
+    redis, settings = _runtime()
+    return json_response(200, s.VendorList().dump({"items": _vendor_control().status(redis, settings=settings)}))
+
+
+@bp.get("/vendors/<vendor>")
+def show_vendor(vendor: str) -> Response:
+    redis, settings = _runtime()
+    vc = _vendor_control()
+    if vendor not in vc.VENDORS:
+        return error_response(404, f"no vendor {vendor}; known: {', '.join(vc.VENDORS)}")
+    return json_response(200, s.VendorStatus().dump(vc.status(redis, vendor, settings)))
+
+
+@bp.post("/vendors/<vendor>/pause")
+def pause_vendor(vendor: str) -> Response:
+    redis, settings = _runtime()
+    vc = _vendor_control()
+    if vendor not in vc.VENDORS:
+        return error_response(404, f"no vendor {vendor}; known: {', '.join(vc.VENDORS)}")
+    data = _body(s.VendorPauseRequest()) if request.content_length else {"reason": None}
+    doc = vc.pause(redis, vendor, by=g.get("admin_who"), reason=data["reason"], settings=settings)
+    _audit("vendor.pause", vendor=vendor, reason=data["reason"])
+    return json_response(200, s.VendorStatus().dump(doc))
+
+
+@bp.post("/vendors/<vendor>/resume")
+def resume_vendor(vendor: str) -> Response:
+    redis, settings = _runtime()
+    vc = _vendor_control()
+    if vendor not in vc.VENDORS:
+        return error_response(404, f"no vendor {vendor}; known: {', '.join(vc.VENDORS)}")
+    doc = vc.resume(redis, vendor, settings=settings)
+    _audit("vendor.resume", vendor=vendor, released=len(doc["released"]))
+    return json_response(200, s.VendorResumed().dump(doc))
+
+
 @bp.post("/koophone/apply")
 def koophone_apply() -> Response:
     data = _body(KOOPHONE_APPLY)

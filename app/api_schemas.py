@@ -153,6 +153,9 @@ class Error(Schema):
     message = fields.String(required=True)
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
                          metadata={"description": "field path → messages (400 only)"})
+    line = fields.Integer(metadata={"description": "a body sent as JSON that does not parse: where it broke (1-based)"})
+    column = fields.Integer(metadata={"description": "… its column (1-based)"})
+    position = fields.Integer(metadata={"description": "… its offset in the body (0-based)"})
 
 
 class HookAccepted(Schema):
@@ -211,7 +214,8 @@ class Action(Schema):
     id = fields.String(required=True)
     kind = fields.String()
     event_id = fields.String()
-    status = fields.String(metadata={"enum": ["queued", "running", "retrying", "succeeded", "skipped", "failed"]})
+    status = fields.String(metadata={"enum": ["queued", "running", "retrying", "held", "succeeded", "skipped",
+                                             "failed"]})
     attempts = fields.Integer()
     params = fields.Dict(metadata={"description": "secrets masked"})
     last_error = fields.Nested(ActionError, allow_none=True)
@@ -506,3 +510,27 @@ class AuditEntry(Schema):
 
 class AuditList(Schema):
     items = fields.List(fields.Nested(AuditEntry), required=True)
+
+
+class VendorStatus(Schema):
+    vendor = fields.String(required=True, metadata={"enum": ["muducloud", "flighthub", "koophone", "metastudio"]})
+    paused = fields.Boolean(required=True)
+    paused_at = fields.Float(allow_none=True, metadata={"description": "Unix time of the pause"})
+    paused_by = fields.String(allow_none=True, metadata={"description": "who paused it (token name, or CLI user)"})
+    reason = fields.String(allow_none=True)
+    held = fields.Integer(required=True, metadata={"description": "actions waiting for the resume"})
+    rate_limit_per_second = fields.Float(required=True, metadata={
+        "description": "calls per second to the vendor from the whole fleet (0: no limit); set in its config section"})
+
+
+class VendorList(Schema):
+    items = fields.List(fields.Nested(VendorStatus), required=True)
+
+
+class VendorResumed(VendorStatus):
+    released = fields.List(fields.String(), required=True, metadata={
+        "description": "the held actions queued again, in the order they were held (= the order they run)"})
+
+
+class VendorPauseRequest(_Strict):
+    reason = fields.String(validate=validate.Length(max=500), load_default=None, allow_none=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from app import cli_dev, cli_ops
+from app import cli_dev, cli_ops, cli_vendor
 from app import settings as settings_mod
 from app.settings import ConfigError, Settings
 from workers.queues import QUEUES
@@ -291,6 +291,7 @@ def demo(timeout: float) -> None:
 
 
 cli_ops.register(main)  # the operator commands, over the admin API
+cli_vendor.register(main)  # vendor pause / resume / status, over the admin API too
 
 
 if __name__ == "__main__":

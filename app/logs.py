@@ -242,6 +242,39 @@ def formatter(settings: Settings, component: str) -> logging.Formatter:
     return cls(component, Redactor([*settings_secrets(settings), *([redis_password] if redis_password else [])]))
 
 
+# --- one line per job outcome ----------------------------------------------------------------
+
+# RQ logs every exception a job raises at ERROR, with a traceback and the job's kwargs, before any
+# exception handler of ours could run (Worker.handle_exception). For an outcome our code has
+# already logged in one line at its level (a vendor's refusal, a retry, a held action), that line
+# is a second, louder one that inflates error-rate alerts: the handler's filter drops it. Other
+# exceptions (bugs) keep RQ's traceback.
+_RQ_JOB_EXCEPTION = "Worker %s: job %s: exception raised while executing"
+_handled: set[str] = set()  # job ids (this process) whose exception is already logged
+
+
+def handled(job_id: str | None) -> None:
+    """Say that the exception the job ``job_id`` is about to raise has been logged already."""
+    if job_id:
+        _handled.add(job_id)
+
+
+def _not_handled_already(record: logging.LogRecord) -> bool:
+    if record.name != "rq.worker" or not _handled or not str(record.msg).startswith(_RQ_JOB_EXCEPTION):
+        return True
+    args = record.args if isinstance(record.args, tuple) else ()
+    if len(args) > 1 and args[1] in _handled:
+        _handled.discard(args[1])
+        return False
+    return True
+
+
+def rq_level(settings: Settings) -> str:
+    """RQ's own loggers: WARNING (its per-job INFO lines repeat what ours say, and list kwargs),
+    unless the configured level is DEBUG."""
+    return "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
+
+
 # --- set-up ---------------------------------------------------------------------------------
 
 class _StderrHandler(logging.StreamHandler):
@@ -285,8 +318,11 @@ def configure(settings: Settings, component: str) -> None:
     handler._mediahook = True  # type: ignore[attr-defined]
     handler.setFormatter(formatter(settings, component))
     handler.setLevel(settings.log_level)
+    handler.addFilter(_not_handled_already)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
     logging.captureWarnings(True)
     if component != "web":
         _adopt_rq_loggers()
+        for name in ("rq", "rq.worker", "rq.scheduler", "rq.job", "rq.queue"):
+            logging.getLogger(name).setLevel(rq_level(settings))

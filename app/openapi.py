@@ -108,6 +108,11 @@ def _op(summary: str, responses: dict[Any, Any], *, security: list[dict] = ADMIN
     return op
 
 
+def _optional_body(op: dict[str, Any]) -> dict[str, Any]:
+    op["requestBody"]["required"] = False
+    return op
+
+
 def _path_param(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "description": description,
             "schema": {"type": "string", "minLength": 1}}
@@ -233,6 +238,25 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
         "/api/audit": {"get": _op(
             "The audit log: who replayed, requeued, applied or started what, newest first (the last 1000)",
             {200: _json("AuditList", "Entries"), 400: "BadRequest", **ADMIN_ERRORS}, params=_query(s.LimitQuery))},
+        "/api/vendors": {"get": _op(
+            "Each vendor we call: paused or not, actions held, its rate limit", {200: _json("VendorList", "Vendors"),
+                                                                                  **ADMIN_ERRORS})},
+        "/api/vendors/{vendor}": {"get": _op(
+            "One vendor: paused or not, actions held, its rate limit",
+            {200: _json("VendorStatus", "The vendor"), 404: "NotFound", **ADMIN_ERRORS},
+            params=[_path_param("vendor", "muducloud, flighthub, koophone or metastudio")])},
+        "/api/vendors/{vendor}/pause": {"post": _optional_body(_op(
+            "Pause a vendor: its actions that start from now on wait (held, in order) until a resume",
+            {200: _json("VendorStatus", "Paused (a second pause keeps the first one's time)"), 404: "NotFound",
+             **BODY_ERRORS, **ADMIN_ERRORS}, body="VendorPauseRequest",
+            params=[_path_param("vendor", "muducloud, flighthub, koophone or metastudio")],
+            description="An action already running finishes. Nothing is lost or failed: held actions keep their "
+                        "retry budget. The body is optional."))},
+        "/api/vendors/{vendor}/resume": {"post": _op(
+            "Resume a vendor: its held actions are queued again in the order they were held",
+            {200: _json("VendorResumed", "Resumed; `released` lists the actions queued again, in order"),
+             404: "NotFound", **ADMIN_ERRORS},
+            params=[_path_param("vendor", "muducloud, flighthub, koophone or metastudio")])},
         "/api/koophone/apply": {"post": _op(
             "Apply a [koophone.profiles] profile to cloud phones (queued in batches of 100, retried)",
             {202: _json("ActionsQueued", "Queued: one action per batch"), 409: "Conflict", **BODY_ERRORS,
@@ -247,7 +271,8 @@ _MESSAGES = (metastudio.ShootScriptSwitchMessage, metastudio.RtmpStreamStateChan
 _API_SCHEMAS = (s.Error, s.HookAccepted, s.Health, s.Ready, s.EventPage, s.EventDetail, s.ReplayAccepted,
                 s.FailedList, s.RequeueRequest, s.RequeueResult, s.LiveStartRequest, s.ActionQueued, s.LiveJob,
                 s.LiveStartAgainRequest, s.LiveStartedAgain,
-                s.Transcodes, s.KooPhoneApplyRequest, s.ActionsQueued)
+                s.Transcodes, s.KooPhoneApplyRequest, s.ActionsQueued, s.VendorStatus, s.VendorList,
+                s.VendorResumed, s.VendorPauseRequest)
 
 
 _FIGURE_SCHEMAS = (s.Overview, s.StreamList, s.VideoList, s.RejectedList, s.AuditList)

@@ -33,6 +33,9 @@ class HttpPolicy:
     retry_attempts: int = 10
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 600.0
+    # Calls per second to this vendor, shared by every worker on every host (0: no limit);
+    # see workers/vendor_control.py.
+    rate_limit_per_second: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,12 @@ class _VendorSchema(_Strict):
     retry_attempts = fields.Integer(load_default=10, validate=validate.Range(min=0, max=50))
     retry_base_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.01, max=3600))
     retry_max_seconds = fields.Float(load_default=600.0, validate=validate.Range(min=0.01, max=86400))
+    rate_limit_per_second = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=10000))
 
     def _http(self, data: dict) -> HttpPolicy:
         return HttpPolicy(**{k: data.pop(k) for k in ("connect_timeout", "read_timeout", "retry_attempts",
-                                                      "retry_base_seconds", "retry_max_seconds")})
+                                                      "retry_base_seconds", "retry_max_seconds",
+                                                      "rate_limit_per_second")})
 
 
 def _auth_header(value: str) -> None:

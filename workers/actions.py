@@ -32,6 +32,7 @@ from rq.job import Job, JobStatus
 from app import logs, metrics
 from app.redact import redact
 from app.vendor_settings import HttpPolicy
+from workers import vendor_control
 from workers.clients.http import VendorError
 from workers.queues import ACTIONS_QUEUE
 
@@ -258,17 +259,26 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
     pipe.hmget(ACTION_PREFIX + action_id, "kind", "event_id")
     kind, event_id = (v.decode() if v else None for v in pipe.execute()[-1])
     with logs.context(event_id=event_id, action_id=action_id):
+        # A paused vendor's action waits before it does anything (workers/vendor_control.py).
+        if vendor_control.hold_if_paused(redis, job, action_id, kind):
+            log.info("action %s held: vendor %s is paused", action_id, vendor_control.vendor_of(kind))
+            logs.handled(job.id if job else None)
+            raise vendor_control.Held(f"vendor {vendor_control.vendor_of(kind)} is paused")
         out: dict[str, Any] = {}
         try:
             yield out
         except Skip as reason:
             _update(redis, action_id, status="skipped", result={"skipped": str(reason)})
             metrics.count_action(redis, kind, "skipped")
+            log.info("action %s skipped: %s", action_id, reason)
             return
         except VendorError as exc:
             _fail(redis, job, action_id, exc.to_dict(), transient=exc.transient, retry_after=exc.retry_after,
                   kind=kind, reason=metrics.retry_reason(exc),
                   outcome=OUTCOME_UNKNOWN if isinstance(exc, OutcomeUnknown) else None)
+            # The vendor's answer is the whole story, logged above in one line: RQ's own ERROR
+            # line with a traceback for it would be a second, misleading one (app/logs.py).
+            logs.handled(job.id if job else None)
             raise
         except Exception as exc:
             # A bug or an unexpected reply: retried like a transient error, with the trace kept.
@@ -280,6 +290,7 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
         _update(redis, action_id, status="succeeded", result=out.get("result", {}))
         redis.zrem(FAILED_INDEX, action_id)
         metrics.count_action(redis, kind, "succeeded")
+        log.info("action %s succeeded", action_id)
 
 
 def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transient: bool,
@@ -302,7 +313,9 @@ def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transie
         redis.zadd(FAILED_INDEX, {action_id: time.time()})
     metrics.count_action(redis, kind, "retrying" if will_retry else "failed",  # issue 4
                          retry_reason=reason if will_retry else None)
-    log.warning("action %s %s: %s", action_id, "will retry" if will_retry else "FAILED", error.get("message"))
+    # One line per outcome: a retry is a WARNING, a failure for good an ERROR (it is listed).
+    log.log(logging.WARNING if will_retry else logging.ERROR, "action %s %s: %s", action_id,
+            "will retry" if will_retry else "FAILED", error.get("message"))
 
 
 def failed(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from urllib3.exceptions import NewConnectionError
 
 from app import metrics
 from app.vendor_settings import HttpPolicy
+from workers import vendor_rate
 
 _session: requests.Session | None = None
 
@@ -96,7 +97,14 @@ def _retry_after(value: str | None) -> float | None:
 def send(vendor: str, policy: HttpPolicy, method: str, url: str, *, headers: dict[str, str] | None = None,
          json: Any = None, params: dict[str, Any] | None = None) -> Reply:
     """One HTTP call. Network failures and 429/5xx raise transient VendorErrors; any other
-    answer is returned for the vendor's client to read its own error shape from."""
+    answer is returned for the vendor's client to read its own error shape from.
+
+    In a job, the vendor's ``rate_limit_per_second`` (fleet-wide, in Redis) is honoured first:
+    the call waits for its slot (workers/vendor_rate.py)."""
+    if policy.rate_limit_per_second > 0:
+        job = get_current_job()
+        if job is not None:
+            vendor_rate.wait_turn(job.connection, vendor, policy.rate_limit_per_second)
     started = time.perf_counter()  # issue 4: each call's latency and result go to the metrics
     try:
         r = session().request(method, url, headers=headers, json=json, params=params,
