@@ -21,7 +21,10 @@ from simulators.faults import Vendor
 from simulators.state import Sim, get_sim
 
 NAME = "muducloud"
-DEFAULTS: dict[str, Any] = {"transcode_seconds": 3.0, "queue_seconds": 0.5, "fail_rate": 0.0, "auth_header": None}
+# list_oldest_first: get-transcodes in creation order instead of newest first (the vendor does
+# not document its order; clients must cope with both).
+DEFAULTS: dict[str, Any] = {"transcode_seconds": 3.0, "queue_seconds": 0.5, "fail_rate": 0.0, "auth_header": None,
+                            "list_oldest_first": False}
 OK = 1000
 INVALID_PARAMETER = 1001
 NOT_FOUND = 1004
@@ -177,7 +180,8 @@ def _positive_int(name: str, default: int) -> int | None:
 @blueprint.get("/get-transcodes")
 @VENDOR.endpoint("get-transcodes")
 def get_transcodes():
-    """Newest first (the vendor does not say; the simulator's choice), deleted tasks included."""
+    """Newest first (the vendor does not say; the simulator's choice, or oldest first with
+    ``list_oldest_first``), deleted tasks included."""
     sim = get_sim()
     if (denied := _auth_error(sim)) is not None:
         return denied
@@ -186,7 +190,8 @@ def get_transcodes():
         return _error(INVALID_PARAMETER, "page and limit must be whole numbers >= 1")
     now = time.time()
     with sim.lock:
-        tasks = sorted(_tasks(sim).values(), key=lambda t: t["created"], reverse=True)
+        tasks = sorted(_tasks(sim).values(), key=lambda t: t["created"],
+                       reverse=not sim.config[NAME]["list_oldest_first"])
         results = [_view(sim, t, now) for t in tasks[(page - 1) * limit: page * limit]]
         return jsonify({"results": results, "errcode": OK, "msg": "OK", "count": len(tasks)})
 

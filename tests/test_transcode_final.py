@@ -332,3 +332,23 @@ def test_a_video_that_cannot_be_planned_is_noted_and_the_next_still_transcoded(v
     event = ops.event_details(redis_client, r.json["event_id"])
     assert event["status"] == "processed"
     assert any("not planned" in note and "broken" in note for note in event["notes"]), event["notes"]
+
+
+@pytest.mark.parametrize("oldest_first", [False, True], ids=["newest-first", "oldest-first"])
+def test_a_lost_create_answer_is_found_reading_only_the_newest_end_of_a_large_account(make_app, make_sim, drive,
+                                                                                       redis_client, oldest_first):
+    """1,000 older tasks in the account, whichever order the vendor lists them in: the lookup
+    after a lost answer reads one or two pages from the newest end and adopts the task."""
+    sim = make_sim(list_oldest_first=oldest_first)
+    sim_muducloud.seed_tasks(sim.app.extensions["simulators"], 1000, age_s=3600)
+    client = make_app(**sections_for(sim.url, ladder=["360"])).test_client()
+    set_faults(sim.url, {"muducloud": {"create-transcode": {"drop_times": 1, "after_effect": True}}})
+    client.post(UPLOAD, data=upload_body(("VBIG", 720)))
+    drive(lambda: rung(redis_client, "VBIG", "360").get("state") == "success", what="the rung to succeed")
+
+    [create] = sim_calls(sim.url, "muducloud", "create-transcode")  # found, not created again
+    assert rung(redis_client, "VBIG", "360")["task_id"] == create["effect"]["body"]["id"]
+    pages = [int(c["query"]["page"]) for c in sim_calls(sim.url, "muducloud", "get-transcodes")]
+    # One lookup before the next create, one once final (for a create that might land late): the
+    # first page (it tells the order) and, listed oldest first, the last two.
+    assert pages == ([1, 1] if not oldest_first else [1, 11, 10, 1, 11, 10])

@@ -326,7 +326,8 @@ def _adopt_unknown(redis: Redis, cfg: Transcoder, video_id: str, rung: str, stat
             _discard(cfg, task.id)  # a second task, or one for an older URL: not left running
     if keep is None:
         return None
-    return _record_task(redis, cfg, video_id, rung, keep, adopted="found")
+    # An even earlier create (timed out, still in flight) may land later: look once more when final.
+    return _record_task(redis, cfg, video_id, rung, keep, adopted="found", sweep_since=state["unknown_since"])
 
 
 def _discard(cfg: Transcoder, task_id: str) -> None:
