@@ -13,6 +13,7 @@ import time
 import pytest
 import requests
 from click.testing import CliRunner
+from rq import Queue
 from rq.job import JOB_ID_PATTERN
 
 from app.cli import main as cli
@@ -22,6 +23,7 @@ from tests.conftest import vendor_sections
 from tests.vendor_harness import TEMPLATE_IDS, UPLOAD, origin, set_faults, sim_calls, sim_tasks, toml_dumps, upload_body
 from workers import actions, ops, transcode
 from workers.context import settings as worker_settings
+from workers.queues import QUEUES
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -51,10 +53,6 @@ def sections_for(sim_url: str, **transcoder) -> dict:
 
 def rung(redis, video: str, name: str) -> dict[str, str]:
     return transcode.video_transcodes(redis, video).get(name, {})
-
-
-def sim_config(sim) -> dict:
-    return sim.app.extensions["simulators"].config["muducloud"]
 
 
 def set_sim(sim, **values) -> None:
@@ -151,9 +149,6 @@ def test_failed_rung_is_listed_everywhere_and_a_requeue_resubmits_it_once(make_a
 
 
 def _queued(redis) -> bool:
-    from rq import Queue
-
-    from workers.queues import QUEUES
     return any(Queue(q, connection=redis).count for q in QUEUES)
 
 
