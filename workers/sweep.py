@@ -49,6 +49,7 @@ from app import metrics
 from app.store import EVENT_JOB_RETRY, EVENT_PREFIX, EVENTS_INDEX, job_id_for
 from workers import actions
 from workers.queues import EVENTS_QUEUE, PROCESS_EVENT, QUEUES
+from workers.recovery import MAINTENANCE_LOCK_TTL
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,6 @@ def live_job_ids(redis: Redis) -> set[str]:
 def _let_rq_give_up_lapsed(redis: Redis) -> None:
     """RQ's own handling of started jobs whose heartbeat lapsed (retry, or fail when out of
     retries), under the queue's maintenance lock, as a worker's maintenance pass would."""
-    from workers.recovery import MAINTENANCE_LOCK_TTL
-
     for name in QUEUES:
         q = Queue(name, connection=redis)
         if redis.set(q.registry_cleaning_key, 1, nx=True, ex=MAINTENANCE_LOCK_TTL):
