@@ -195,12 +195,30 @@ def _print(doc: dict) -> None:
     click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
 
 
+DEV_SIM_PORT = 8900
+DEV_SIM_URL = f"http://127.0.0.1:{DEV_SIM_PORT}"  # where deploy/mediahook.dev.toml points the vendors
+
+
+def _point_vendors_at(sim_url: str, config: str, data_dir: str) -> str:
+    """The config to run with when the simulators are not on the dev config's port: a copy in
+    the data dir with every vendor base_url that names that port pointing at ``sim_url``."""
+    text = Path(config).read_text()
+    if sim_url == DEV_SIM_URL or DEV_SIM_URL not in text:
+        return config
+    derived = Path(data_dir).resolve() / "mediahook.dev-sims.toml"
+    derived.parent.mkdir(parents=True, exist_ok=True)
+    derived.write_text(f"# Written by `mediahook dev` from {config}: the vendors point at {sim_url}.\n"
+                       + text.replace(f'"{DEV_SIM_URL}"', f'"{sim_url}"'))
+    return str(derived)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--data-dir", default="var", show_default=True, help="Embedded Redis data and the spool.")
-@click.option("--sim-port", default=8900, show_default=True, type=int,
-              help="Port of the vendor simulators (deploy/mediahook.dev.toml points at 8900).")
+@click.option("--sim-port", default=DEV_SIM_PORT, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the vendor simulators; 0: a free one. The vendors' base_url in the config "
+                   f"(http://127.0.0.1:{DEV_SIM_PORT} in deploy/mediahook.dev.toml) is pointed at them.")
 @click.option("--no-simulators", is_flag=True, help="Do not start the vendor simulators.")
 def dev(host: str, port: int, data_dir: str, sim_port: int, no_simulators: bool) -> None:
     """Run everything on this machine: web, a worker with the scheduler, Redis, and the vendor
@@ -227,6 +245,7 @@ def dev(host: str, port: int, data_dir: str, sim_port: int, no_simulators: bool)
             sim = serve(host="127.0.0.1", port=sim_port)
         except OSError as exc:
             raise click.ClickException(f"cannot start the simulators on port {sim_port}: {exc}") from None
+        env["MEDIAHOOK_CONFIG"] = _point_vendors_at(sim.url, env["MEDIAHOOK_CONFIG"], data_dir)
     redis_server = None
     if not env.get("REDIS_URL"):
         redis_server = RedisServer(os.path.abspath(os.path.join(data_dir, "redis"))).start()

@@ -275,6 +275,17 @@ def rq_level(settings: Settings) -> str:
     return "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
 
 
+def _quiet_rq(level: str):
+    """A handler filter: RQ's records below ``level``. On the handler, not RQ's loggers, because
+    ``Worker.work(logging_level=…)`` sets those loggers' levels itself."""
+    threshold = logging.getLevelName(level)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= threshold or not (record.name == "rq" or record.name.startswith("rq."))
+
+    return keep
+
+
 # --- set-up ---------------------------------------------------------------------------------
 
 class _StderrHandler(logging.StreamHandler):
@@ -319,10 +330,10 @@ def configure(settings: Settings, component: str) -> None:
     handler.setFormatter(formatter(settings, component))
     handler.setLevel(settings.log_level)
     handler.addFilter(_not_handled_already)
+    if component != "web":
+        handler.addFilter(_quiet_rq(rq_level(settings)))
     root.addHandler(handler)
     root.setLevel(settings.log_level)
     logging.captureWarnings(True)
     if component != "web":
         _adopt_rq_loggers()
-        for name in ("rq", "rq.worker", "rq.scheduler", "rq.job", "rq.queue"):
-            logging.getLogger(name).setLevel(rq_level(settings))

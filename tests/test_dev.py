@@ -26,8 +26,9 @@ def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _start(cwd: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "dev", "--port", str(port)], cwd=cwd, env=_env(),
-                            stdout=open(cwd / "dev.log", "ab"), stderr=subprocess.STDOUT)
+    # --sim-port 0: the simulators on a free port, the vendors pointed at them (never 8900 in a test).
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "dev", "--port", str(port), "--sim-port", "0"],
+                            cwd=cwd, env=_env(), stdout=open(cwd / "dev.log", "ab"), stderr=subprocess.STDOUT)
 
     def ready() -> bool:
         assert proc.poll() is None, (cwd / "dev.log").read_text()
@@ -93,6 +94,12 @@ def test_mediahook_dev_end_to_end(tmp_path):
     finally:
         assert _stop(proc) == 0
     assert (tmp_path / "var" / "redis" / "appendonly.aof").exists()
+    # The vendors were pointed at the simulators' free port, and the logs are text for people.
+    derived = (tmp_path / "var" / "mediahook.dev-sims.toml").read_text()
+    assert '"http://127.0.0.1:8900"' not in derived and derived.count('base_url = "http://127.0.0.1:') == 4
+    log = (tmp_path / "dev.log").read_text()
+    assert " INFO web " in log and " INFO worker workers.actions: action " in log
+    assert not [line for line in log.splitlines() if line.startswith('{"ts"')]
 
     # A restart keeps what Redis held (AOF under ./var/redis).
     proc = _start(tmp_path, port)

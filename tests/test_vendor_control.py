@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from rq.job import Job, JobStatus
@@ -15,45 +14,10 @@ from rq.job import Job, JobStatus
 from tests.conftest import _merge, vendor_sections
 from tests.helpers import wait_until
 from tests.vendor_harness import ROOT, sim_calls, toml_dumps
+from tests.worker_procs import start_worker  # noqa: F401 (a fixture)
 from workers import actions, ops, vendor_control, vendor_rate
 
 AUTH = {"Authorization": "Bearer " + "a" * 32}
-
-
-class Worker:
-    """`mediahook worker` in its own process group, ``processes`` job processes."""
-
-    def __init__(self, config: Path, log: Path, processes: int) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAHOOK_") and k != "REDIS_URL"}
-        env.update(MEDIAHOOK_CONFIG=str(config), MEDIAHOOK_WORKER_PROCESSES=str(processes))
-        self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env,
-                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(10)
-
-
-@pytest.fixture
-def start_worker(base_config, tmp_path):
-    started: list[Worker] = []
-
-    def start(sections: dict, processes: int = 1) -> Worker:
-        config = tmp_path / f"worker-{len(started)}.toml"
-        config.write_text(toml_dumps(_merge(base_config, sections)))
-        worker = Worker(config, tmp_path / f"worker-{len(started)}.log", processes)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def _status(redis, action_id: str) -> str | None:
