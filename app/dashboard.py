@@ -19,11 +19,9 @@ from rq.utils import utcparse
 from app import rejections, spool, traffic
 from app.settings import Settings
 
-SCAN_BUDGET = 5000  # keys looked at, at most, by one streams or transcodes listing
+SCAN_BUDGET = 5000  # videos looked at, at most, by one transcodes listing
+SCAN_STEP = 5000  # keys SCAN walks per round trip
 LIVE_STATES = ("CONNECTING", "CONNECTED", "RECONNECTING")
-# Transcode rung states that ended badly, shown first.
-BAD_RUNG_STATES = ("failed", "timed_out", "deleted")
-FINAL_RUNG_STATES = ("success", *BAD_RUNG_STATES)
 
 
 def _ops():
@@ -101,13 +99,33 @@ def stream_history(redis: Redis, room_id: str, job_id: str | None = None) -> lis
 
 # --- transcodes ---------------------------------------------------------------------------------
 
-def _video_state(rungs: list[dict[str, Any]]) -> str:
-    states = {r.get("state") for r in rungs}
-    if states & set(BAD_RUNG_STATES):
-        return "failed"
-    if states <= {"success"}:
-        return "done"
-    return "running"
+# ARGV: rung-set key prefix, rung record key prefix, video ids. Returns, per video: its id, its
+# group (failed: a rung failed, timed out or was deleted; done: every rung succeeded; running)
+# and its newest rung update. Record keys as workers.transcode.key makes them: prefix + video:rung.
+_VIDEO_STATES = """
+local out = {}
+for i = 3, #ARGV do
+  local video = ARGV[i]
+  local group, newest, n = 'done', 0, 0
+  for _, rung in ipairs(redis.call('SMEMBERS', ARGV[1] .. video)) do
+    local f = redis.call('HMGET', ARGV[2] .. video .. ':' .. rung, 'state', 'updated_at')
+    n = n + 1
+    if f[1] == 'failed' or f[1] == 'timed_out' or f[1] == 'deleted' then
+      group = 'failed'
+    elseif f[1] ~= 'success' and group == 'done' then
+      group = 'running'
+    end
+    newest = math.max(newest, tonumber(f[2]) or 0)
+  end
+  if n > 0 then
+    out[#out + 1] = video
+    out[#out + 1] = group
+    out[#out + 1] = tostring(newest)
+  end
+end
+return out
+"""
+VIDEO_GROUPS = ("failed", "running", "done")
 
 
 def videos(redis: Redis, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -118,23 +136,34 @@ def videos(redis: Redis, state: str | None = None, limit: int = 100) -> list[dic
 
     prefix = transcode.VIDEO_RUNGS_PREFIX
     ids = []
-    for n, key in enumerate(redis.scan_iter(match=prefix + "*", count=500)):
+    # SCAN walks the whole keyspace (events and all): large steps keep the round trips few.
+    for n, key in enumerate(redis.scan_iter(match=prefix + "*", count=SCAN_STEP)):
         if n >= SCAN_BUDGET:
             break
         ids.append(key.decode()[len(prefix):])
-    out = []
-    for video_id in ids:
-        rungs = _ops().transcodes(redis, video_id)
-        if not rungs:
-            continue
-        group = _video_state(rungs)
-        if state and group != state:
-            continue
-        updated = max(float(r.get("updated_at") or 0) for r in rungs)
-        out.append({"video_id": video_id, "state": group, "updated_at": updated, "rungs": rungs})
-    order = {"failed": 0, "running": 1, "done": 2}
-    out.sort(key=lambda v: (order[v["state"]], -v["updated_at"]))
-    return out[:limit]
+    # Each video's group in one server-side pass (a pipeline of 20,000 HMGETs costs the client
+    # far more), then the full records of the videos shown only.
+    flat = redis.eval(_VIDEO_STATES, 0, prefix, transcode.TRANSCODE_PREFIX, *ids) if ids else []
+    found = []
+    for i in range(0, len(flat), 3):
+        group = flat[i + 1].decode()
+        if state is None or group == state:
+            found.append({"video_id": flat[i].decode(), "state": group, "updated_at": float(flat[i + 2])})
+    found.sort(key=lambda v: (VIDEO_GROUPS.index(v["state"]), -v["updated_at"]))
+    shown = found[:limit]
+    pipe = redis.pipeline(transaction=False)
+    for video in shown:
+        pipe.smembers(prefix + video["video_id"])
+    rung_sets = [sorted((r.decode() for r in rungs), key=_ops()._rung_order)  # as ops.transcodes orders them
+                 for rungs in (pipe.execute() if shown else [])]
+    pipe = redis.pipeline(transaction=False)
+    for video, rungs in zip(shown, rung_sets, strict=True):
+        for rung in rungs:
+            pipe.hgetall(transcode.key(video["video_id"], rung))
+    records = iter(pipe.execute() if shown else [])
+    for video, rungs in zip(shown, rung_sets, strict=True):
+        video["rungs"] = [{**{k.decode(): v.decode() for k, v in next(records).items()}, "rung": r} for r in rungs]
+    return shown
 
 
 # --- the overview -------------------------------------------------------------------------------

@@ -65,6 +65,26 @@ def load(redis, count: int) -> None:
     pipe.execute()
 
 
+def load_transcodes(redis, videos: int) -> None:
+    """Rung records as workers.transcode keeps them: 4 rungs per video, 1 in 50 videos failed."""
+    from workers import transcode
+
+    pipe = redis.pipeline(transaction=False)
+    now = time.time()
+    for n in range(videos):
+        video = f"VID{n * VIDEOS_EVERY:08d}"
+        for rung in ("360", "480", "720", "1080"):
+            failed = n % 50 == 0 and rung == "1080"
+            pipe.hset(transcode.key(video, rung), mapping={
+                "state": "failed" if failed else "success", "progress": "0.4" if failed else "1.0",
+                "task_id": f"t{n}-{rung}", "updated_at": repr(now - n), "error": "E102: source unreadable" if failed
+                else "", "target_url": "" if failed else f"https://cdn.example.com/{video}/{rung}.m3u8"})
+            pipe.sadd(transcode.VIDEO_RUNGS_PREFIX + video, rung)
+        if n % 500 == 499:
+            pipe.execute()
+    pipe.execute()
+
+
 def sign_in(client) -> None:
     page = client.get("/console/login").get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
@@ -113,6 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--videos", type=int, default=5000, help="videos with 4 transcoded rungs each")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(str(Path(tmp) / "redis"), port=free_port()).start()
@@ -123,7 +144,8 @@ def main() -> None:
             redis = app.extensions["mediahook"].store.redis
             started = time.perf_counter()
             load(redis, args.events)
-            print(f"loaded {redis.zcard(EVENTS_INDEX)} events in {time.perf_counter() - started:.1f} s; "
+            load_transcodes(redis, args.videos)
+            print(f"loaded {redis.zcard(EVENTS_INDEX)} events, {args.videos} videos x 4 rungs in {time.perf_counter() - started:.1f} s; "
                   f"Redis memory {redis.info('memory')['used_memory_human']}")
             client = app.test_client()
             sign_in(client)
@@ -137,6 +159,7 @@ def main() -> None:
                 ("events, page 100 (cursor)", None),
                 ("event detail", f"/console/events/{newest}"),
                 ("overview", "/console/"),
+                ("transcodes (all videos read, failed first)", "/console/transcodes"),
             ]
             cursor_path = "/console/events"
             for _ in range(99):

@@ -19,7 +19,7 @@ from app.settings import ConfigError, build
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import CDN_TOKEN, LIVE_EVENTS, MS_KEY, fixture_bytes, signed_path
 from tests.vendor_harness import post_live, stream_event
-from workers import actions, streams
+from workers import actions, streams, transcode
 
 ADMIN = "console-admin-token-0123456789"
 ALICE = "alice-console-token-0123456789"
@@ -385,8 +385,15 @@ def test_api_lists_streams_videos_and_rejected(console_app, redis_client, drive)
     redis_client.sadd("mh:video-rungs:VID1", "360")
     redis_client.hset("mh:transcode:VID2:360", mapping={"state": "success", "progress": "1.0", "updated_at": "2"})
     redis_client.sadd("mh:video-rungs:VID2", "360")
+    for rung, rung_state in (("360", "success"), ("720", "transcoding")):
+        redis_client.hset(transcode.key("VID3", rung), mapping={"state": rung_state, "progress": "0.5",
+                                                                "updated_at": "3"})
+        redis_client.sadd(transcode.VIDEO_RUNGS_PREFIX + "VID3", rung)
     r = client.get("/api/transcodes/videos", headers=auth_header)
-    assert [(v["video_id"], v["state"]) for v in r.json["videos"]] == [("VID1", "failed"), ("VID2", "done")]
+    assert [(v["video_id"], v["state"]) for v in r.json["videos"]] == [
+        ("VID1", "failed"), ("VID3", "running"), ("VID2", "done")]
+    assert [g["rung"] for g in r.json["videos"][1]["rungs"]] == ["360", "720"]
+    assert r.json["videos"][0]["rungs"][0]["error"] == "E1: bad"
     r = client.get("/api/transcodes/videos", query_string={"state": "done"}, headers=auth_header)
     assert [v["video_id"] for v in r.json["videos"]] == ["VID2"]
     assert client.get("/api/streams").status_code == 401
