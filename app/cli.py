@@ -53,11 +53,16 @@ def main() -> None:
 
 
 @main.command("check-config")
-def check_config() -> None:
+@cli_ops.json_option
+def check_config(as_json: bool) -> None:
     """Validate the configuration (MEDIAHOOK_CONFIG + environment) and print it, secrets hidden."""
     s = _settings()
+    doc = {"source": s.source_file, "redis": s.redis_url.split("@")[-1], "public_base_url": s.public_base_url,
+           "metastudio": s.metastudio.auth_type if s.metastudio else None, "cdnetworks": s.cdnetworks is not None}
+    if as_json:
+        return _print(doc)
     click.echo(f"configuration OK ({s.source_file or 'defaults and environment'})")
-    click.echo(f"  redis: {s.redis_url.split('@')[-1]}")
+    click.echo(f"  redis: {doc['redis']}")
     click.echo(f"  public_base_url: {s.public_base_url}")
     click.echo(f"  metastudio: {s.metastudio.auth_type if s.metastudio else 'not configured (refuses callbacks)'}")
     click.echo(f"  cdnetworks: {'token set' if s.cdnetworks else 'not configured (refuses callbacks)'}")
@@ -165,7 +170,8 @@ def sweep_command(recent: bool, grace: float | None, dry_run: bool) -> None:
 @main.command()
 @click.argument("url")
 @click.option("--headers", is_flag=True, help="Print the MSS_A_HEAD headers instead of a signed URL.")
-def sign(url: str, headers: bool) -> None:
+@cli_ops.json_option
+def sign(url: str, headers: bool, as_json: bool) -> None:
     """Sign a MetaStudio callback URL the way MetaStudio does, with the configured key.
 
     For trying the service by hand: curl -d @event.json "$(mediahook sign URL)".
@@ -177,12 +183,17 @@ def sign(url: str, headers: bool) -> None:
     if src is None:
         raise click.ClickException("sources.metastudio is not configured")
     if src.auth_type == "NONE":
-        click.echo(f"{url}{'&' if '?' in url else '?'}token={src.token}")
+        doc = {"url": f"{url}{'&' if '?' in url else '?'}token={src.token}"}
     elif headers or src.auth_type == "MSS_A_HEAD":
-        for name, value in signature_headers(url, src.key).items():
-            click.echo(f"{name}: {value}")
+        doc = {"url": url, "headers": signature_headers(url, src.key)}
     else:
-        click.echo(signed_url(url, src.key))
+        doc = {"url": signed_url(url, src.key)}
+    if as_json:
+        return _print(doc)
+    for name, value in (doc.get("headers") or {}).items():
+        click.echo(f"{name}: {value}")
+    if "headers" not in doc:
+        click.echo(doc["url"])
 
 
 def _redis():
@@ -297,16 +308,25 @@ def dev(host: str, port: int, data_dir: str, sim_port: int, no_simulators: bool)
 
 @main.command()
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the outcome.")
-def demo(timeout: float) -> None:
+@cli_ops.json_option
+def demo(timeout: float, as_json: bool) -> None:
     """Beside a running `mediahook dev`: post the documented upload callback and a live session's
-    events, wait for what they lead to, and show it."""
+    events, wait for what they lead to, and show it (what it waits for, on stderr, meanwhile).
+    With --json, the story goes to stderr and stdout gets {complete, live_job, events}."""
     from app.demo import run_demo
 
     s = _settings()
     if not s.public_base_url:
         raise click.ClickException("no public_base_url: run `mediahook dev` first (in this folder)")
-    ok = run_demo(s, _redis(), click.echo, timeout)
-    sys.exit(0 if ok else 1)
+
+    def progress(line: str) -> None:
+        click.echo(f"  ... {line}", err=True)
+
+    echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    done = run_demo(s, _redis(), echo, timeout, progress=progress)
+    if as_json:
+        _print(done)
+    sys.exit(0 if done["complete"] else 1)
 
 
 cli_ops.register(main)  # the operator commands, over the admin API

@@ -48,28 +48,45 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> str:
     return r.json()["event_id"]
 
 
-def _wait(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
+# How far a wait has got: (done, out of), e.g. (4, 6) rungs final.
+Count = tuple[int, int]
+
+
+def _wait(what: str, count: Callable[[], Count], timeout: float, progress: Callable[[str], None] | None) -> bool:
+    """Poll until count() is complete; tell ``progress`` what is awaited, at most once a second."""
+    start = time.monotonic()
+    shown = 0.0
+    while True:
+        done, total = count()
+        if total and done >= total:
+            return True
+        waited = time.monotonic() - start
+        if waited > timeout:
             return False
+        if progress is not None and waited - shown >= 1.0:
+            progress(f"waiting for {what}: {done} of {total or '?'} done ({waited:.0f} s)")
+            shown = waited
         time.sleep(0.5)
-    return True
 
 
-def _actions_done(redis: Redis, event_id: str) -> bool:
+def _actions_done(redis: Redis, event_id: str) -> Count:
     doc = ops.event_details(redis, event_id) or {}
     states = [a["status"] for a in doc.get("action_states", [])]
-    return doc.get("status") == "processed" and all(s in ("succeeded", "failed", "skipped") for s in states)
+    if doc.get("status") != "processed":
+        return 0, 0  # the actions are not even known yet
+    return sum(s in ("succeeded", "failed", "skipped") for s in states), len(states)
 
 
-def _transcodes_final(redis: Redis, event_id: str) -> bool:
+def _transcodes_final(redis: Redis, event_id: str) -> Count:
     doc = ops.event_details(redis, event_id) or {}
     rungs = [r for video in (doc.get("transcodes") or {}).values() for r in video.values()]
-    return bool(rungs) and all(r.get("state") in ("success", "failed", "deleted", "timed_out") for r in rungs)
+    return sum(r.get("state") in ("success", "failed", "deleted", "timed_out") for r in rungs), len(rungs)
 
 
-def run_demo(s: Settings, redis: Redis, echo: Callable[[str], None], timeout: float = 60.0) -> bool:
+def run_demo(s: Settings, redis: Redis, echo: Callable[[str], None], timeout: float = 60.0,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Post the callbacks, wait for their outcome, echo it; returns what came of it (the events
+    by label, the live job, and whether everything completed in time)."""
     if s.metastudio is None or s.cdnetworks is None:
         raise ValueError("both [sources.metastudio] and [sources.cdnetworks] must be configured")
     live_job = f"demo-{uuid.uuid4().hex[:8]}"
@@ -85,18 +102,20 @@ def run_demo(s: Settings, redis: Redis, echo: Callable[[str], None], timeout: fl
     echo(f"script switch           → event {switch}")
     reply = _post_live(s, _live_event("REPLY_COMMAND_FINISH", **common, reply_id=uuid.uuid4().hex))
     echo(f"reply finished          → event {reply}")
-    ok = _wait(lambda: _actions_done(redis, connected), timeout)
+    ok = _wait("the CONNECTED event's actions", lambda: _actions_done(redis, connected), timeout, progress)
     end = _post_live(s, _live_event("RTMP_STREAM_STATE_CHANGE", **stream, state="END"))
     echo(f"stream END              → event {end}")
-    ok = _wait(lambda: _actions_done(redis, end), timeout) and ok
-    ok = _wait(lambda: _transcodes_final(redis, upload), timeout) and ok
+    ok = _wait("the END event's actions", lambda: _actions_done(redis, end), timeout, progress) and ok
+    ok = _wait("the transcodes", lambda: _transcodes_final(redis, upload), timeout, progress) and ok
 
     echo("\nWhat came of it (mediahook events show ID for the whole story):")
     for label, event_id in (("upload", upload), ("CONNECTED", connected), ("END", end)):
         doc = ops.event_details(redis, event_id) or {}
         for action in doc.get("action_states", []):
             result = action.get("result") or action.get("last_error") or {}
-            echo(f"  {label:9} {action['id']:60} {action['status']:9} {json.dumps(result)[:90]}")
+            echo(f"  {label:9} {action['id']:60} {action['status']}")
+            if result:  # whole, on a line of its own: never cut in the middle of the JSON
+                echo(f"            {json.dumps(result, sort_keys=True, ensure_ascii=False)}")
         for video, rungs in (doc.get("transcodes") or {}).items():
             for rung, state in rungs.items():
                 echo(f"  transcode {video} {rung:>8}: {state.get('state')} {state.get('target_url', '')}")
@@ -105,4 +124,5 @@ def run_demo(s: Settings, redis: Redis, echo: Callable[[str], None], timeout: fl
          f"{timeline.get('shoot_script_sequence_no')}, {len(timeline.get('finished_replies', []))} finished reply(ies)")
     echo("demo complete" if ok else
          f"demo INCOMPLETE after {timeout:.0f}s: see mediahook events show / mediahook failed")
-    return ok
+    return {"complete": ok, "live_job": live_job,
+            "events": {"upload": upload, "connected": connected, "switch": switch, "reply": reply, "end": end}}

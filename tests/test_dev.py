@@ -47,7 +47,7 @@ def _stop(proc: subprocess.Popen) -> int:
 
 
 def _status(cwd: Path, event_id: str) -> str | None:
-    shown = _cli(cwd, "events", "show", event_id)
+    shown = _cli(cwd, "events", "show", event_id, "--json")
     return json.loads(shown.stdout)["status"] if shown.returncode == 0 else None
 
 
@@ -77,6 +77,8 @@ def test_mediahook_dev_end_to_end(tmp_path):
         assert demo.stdout.count(": success https://") == 6  # two videos x three rungs, polled to success
         assert '"auto_push_stream": true' in demo.stdout and '"auto_push_stream": false' in demo.stdout
         assert "failed" not in demo.stdout
+        results = [line.strip() for line in demo.stdout.splitlines() if line.startswith(" " * 12 + "{")]
+        assert results and all(json.loads(r) for r in results)  # whole JSON, never cut
 
         # Issue 4's "done when": /metrics, /api/events and /openapi.json served by `mediahook dev`.
         base = f"http://127.0.0.1:{port}"
@@ -89,8 +91,8 @@ def test_mediahook_dev_end_to_end(tmp_path):
         assert event_id in {e["id"] for e in events["events"]}
         # The CLI reads the same things through the same functions.
         assert _cli(tmp_path, "failed").stdout.strip() == "nothing failed"
-        rungs = json.loads(_cli(tmp_path, "transcodes", "9B0F7BA8BCB9D056D4C24ADDBF821D10").stdout)["rungs"]
-        assert [(r["rung"], r["state"]) for r in rungs] == [("360", "success"), ("480", "success"), ("720", "success")]
+        rungs = json.loads(_cli(tmp_path, "transcodes", "9B0F7BA8BCB9D056D4C24ADDBF821D10", "--json").stdout)["rungs"]
+        assert [(r["rung"], r["status"]) for r in rungs] == [("360", "success"), ("480", "success"), ("720", "success")]
     finally:
         assert _stop(proc) == 0
     assert (tmp_path / "var" / "redis" / "appendonly.aof").exists()
