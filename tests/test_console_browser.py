@@ -251,3 +251,6 @@ def test_a_refused_callbacks_reason_is_shown(stack, sim):
     assert "not-the-token-0" not in page.body()
     page.open("/console/")
     page.wait(lambda: "cdnetworks 401: wrong token" in page.body(), "the reason on the overview")
+    # The overview's other figures, from the same Redis: the worker this test started, its queues.
+    assert int(page.texts("#workers-alive")[0]) >= 1 and page.texts("#redis-state") == ["up"]
+    assert "mediahook-events" in " ".join(page.texts("#queues td"))
