@@ -96,11 +96,11 @@ def events_group(main: click.Group) -> None:
         doc = call("GET", path("events", event_id))
         if as_json:
             return fmt.dump_json(doc)
-        fmt.fields(doc, ["id", "source", "endpoint", "type", "status", "received_at", "processed_at", "replays",
-                         "job_id", "job_status", "dedup", "remote_addr"])
-        click.echo(f"refs:        {_refs(doc.get('refs'))}")
+        fmt.fields({**doc, "refs": _refs(doc.get("refs"))},
+                   ["id", "source", "endpoint", "type", "status", "received_at", "processed_at", "replays", "refs",
+                    "job_id", "job_status", "dedup", "remote_addr"])
         for note in doc.get("notes") or []:
-            click.echo(f"note:        {note}")
+            click.echo(f"note: {note}")
         _actions_table(doc.get("action_states") or [])
         for video, rungs in sorted((doc.get("transcodes") or {}).items()):
             click.echo(f"\ntranscodes of video {video}:")
@@ -195,7 +195,7 @@ def _actions_table(states: list[Mapping[str, Any]]) -> None:
     if not states:
         return
     click.echo("\nactions:")
-    fmt.table([[a["id"], a.get("kind") or "-", a.get("status") or "-", str(a.get("attempts", "-")),
+    fmt.table([["  " + a["id"], a.get("kind") or "-", a.get("status") or "-", str(a.get("attempts", "-")),
                 fmt.local_time(a.get("updated_at")),
                 fmt.error_text(a["last_error"]) if a.get("last_error") and a.get("status") != "succeeded"
                 else fmt.cell(a.get("result"))] for a in states],
@@ -426,10 +426,10 @@ def live_commands(main: click.Group) -> None:
             return fmt.dump_json(doc)
         timeline = doc["timeline"]
         click.echo(f"live job {doc['job_id']}")
-        fmt.fields(timeline, [n for n in timeline if n != "finished_replies"], indent="  ")
         replies = timeline.get("finished_replies") or []
-        click.echo(f"  finished replies: {len(replies)}"
-                   + (f" (last {replies[-1]['reply_id']} at {fmt.local_time(replies[-1]['at'])})" if replies else ""))
+        fmt.fields({**timeline, "finished_replies": f"{len(replies)}" + (
+            f" (last {replies[-1]['reply_id']} at {fmt.local_time(replies[-1]['at'])})" if replies else "")},
+                   indent="  ")
         stream = doc["stream"]
         click.echo(f"\nstream of room {stream.get('room_id') or '-'}:")
         if stream["history"]:

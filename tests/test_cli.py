@@ -138,6 +138,9 @@ def test_errors_are_one_line_and_the_same_in_both_modes(world):
         assert local.exit_code == remote.exit_code == 1, (args, local.output)
         assert local.output == remote.output and len(local.output.strip().splitlines()) == 1, local.output
     assert "since: Not a valid datetime" in local.output
+    not_a_start = [run(world[mode], "live", "start-again", world["failed"], "--yes") for mode in ("local", "remote")]
+    assert not_a_start[0].output == not_a_start[1].output and "not a live start" in not_a_start[0].output
+    assert {r.exit_code for r in not_a_start} == {1}
 
 
 def cli_process(env: dict, *args: str, cwd: Path = ROOT, input: str | None = None) -> subprocess.CompletedProcess:
@@ -322,3 +325,22 @@ def test_version():
 
     done = run({}, "--version")
     assert done.exit_code == 0 and done.stdout == f"mediahook, version {metadata.version('mediahook')}\n"
+
+
+def test_check_config_and_sign_have_json_too(write_config):
+    env = {**CLEAN, "MEDIAHOOK_CONFIG": str(write_config())}
+    config = json.loads(run(env, "check-config", "--json").stdout)
+    assert config["metastudio"] == "MSS_A" and config["cdnetworks"] is True and "@" not in config["redis"]
+    signed = json.loads(run(env, "sign", "http://h.example/hooks/metastudio/live-events", "--json").stdout)
+    assert "hwSecret=" in signed["url"] and "hwTime=" in signed["url"]
+    heads = json.loads(run(env, "sign", "http://h.example/x", "--headers", "--json").stdout)
+    assert set(heads["headers"]) == {"x-hw-mss-secret", "x-hw-mss-time"} and heads["url"] == "http://h.example/x"
+
+
+def test_demo_says_what_it_waits_for():
+    from app.demo import _wait
+
+    calls, said = iter([(0, 3), (1, 3), (1, 3), (2, 3), (3, 3)]), []
+    assert _wait("the transcodes", lambda: next(calls), timeout=30, progress=said.append)
+    assert said and said[0].startswith("waiting for the transcodes: 1 of 3 done (1 s)")
+    assert not _wait("nothing", lambda: (0, 0), timeout=0.6, progress=said.append)
