@@ -315,6 +315,10 @@ def test_events_page_filters_searches_bodies_and_pages(console_app, monkeypatch)
     assert shown(client.get(older).get_data(as_text=True)) == ids[::-1][3:6]
     assert shown(client.get("/console/events?room_id=room-4").get_data(as_text=True)) == [ids[4]]
     assert shown(client.get("/console/events?type=VOD_UPLOAD").get_data(as_text=True)) == [upload]
+    assert shown(client.get("/console/events?since=2999-01-01T00:00").get_data(as_text=True)) == []
+    assert shown(client.get("/console/events?until=2000-01-01T00:00").get_data(as_text=True)) == []
+    assert shown(client.get("/console/events?source=cdnetworks&since=2000-01-01T00:00&until=2999-01-01T00:00")
+                 .get_data(as_text=True)) == [upload]
     # Body search: text inside the body, not the masked secrets.
     assert shown(client.get("/console/events?q=ROOM-5").get_data(as_text=True)) == [ids[5]]
     assert shown(client.get("/console/events?q=secret-stream-key").get_data(as_text=True)) == []
