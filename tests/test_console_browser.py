@@ -51,6 +51,7 @@ def browser() -> Iterator[Any]:
                 "--window-size=1400,1000"):
         options.add_argument(arg)
     options.binary_location = binary
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP violations and script errors
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     yield driver
     driver.quit()
@@ -174,6 +175,10 @@ def test_sign_in_see_a_callback_arrive_open_it_and_replay_it(gunicorn_process, s
         page.click("#replay")
         page.wait(lambda: "CSRF token is missing or wrong" in page.body(), "the CSRF refusal")
         assert redis_client.hget(f"mh:event:{event_id}", "replays") == b"1"
+        # No page broke its Content-Security-Policy or threw (the 403 just above is expected).
+        problems = [e["message"] for e in browser.get_log("browser")
+                    if e["level"] == "SEVERE" and "403" not in e["message"]]
+        assert problems == []
     finally:
         workers.stop_all()
 
