@@ -58,13 +58,15 @@ class Tally:
 
     def add(self, source: str, status: int, environ: dict, now: float, why: str | None = None) -> None:
         """Count one callback; ``why`` (a refused one's reason) also keeps it in the refused list."""
+        if self._stopped.is_set():
+            return
         key = (int(now // 60), source, outcome(status, environ.get(CALLBACK_KEY)))
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
             if why is not None:
                 self._rejected.append(rejections.entry(environ, source, status, now, why))
                 del self._rejected[:-MAX_PENDING_REJECTED]
-            if self._thread is None and not self._stopped.is_set():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="mediahook-traffic", daemon=True)
                 self._thread.start()
 
