@@ -191,7 +191,8 @@ class LocalClient:
                 self._redis.ping()
             except (RedisError, ConfigError) as exc:
                 raise click.ClickException(f"cannot reach Redis at {self.where.split(' ', 1)[1]}: "
-                                           f"{exc.__class__.__name__}: {exc}") from None
+                                           f"{exc.__class__.__name__}: {exc} (from another machine, set "
+                                           f"{URL_ENV} to use the admin API)") from None
             self._checked = True
         r = self._client.open(path, method=method, query_string=dict(params or {}), json=body,
                               headers={"Authorization": f"Bearer {self._token}"})

@@ -226,6 +226,18 @@ def test_tail_prints_new_events_and_ends_cleanly_on_ctrl_c(world, tmp_path):
     ids = [line.split()[2] for line in lines[1:]]  # date, time, id
     assert ids == [world["switched"], *fresh]  # oldest first, each once, the upload filtered out
 
+    # --json: one API event document a line, the same as GET /api/events lists.
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "events", "tail", "--json", "--last", "2",
+                                 "--source", "metastudio"], env=env, cwd=ROOT, stdout=stdout, text=True)
+    try:
+        wait_until(lambda: len(out.read_text().splitlines()) == 2, timeout=20, what="two JSON lines")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+    listed = api_get(world, "/api/events", source="metastudio", limit=2)["events"]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == listed[::-1]
+
 
 def test_live_start_takes_the_key_from_stdin_a_file_or_the_environment(world, tmp_path):
     key_file = tmp_path / "key"
