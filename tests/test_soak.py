@@ -110,18 +110,21 @@ def test_tiny_soak_prints_every_figure_and_exits_by_them(tiny_run):
     proc, took = tiny_run
     found = figures(proc.stdout)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
-    assert set(CORRECTNESS) <= set(found), proc.stdout
+    assert set(CORRECTNESS) <= set(found), proc.stdout + proc.stderr[-3000:]
     assert "acknowledged" in found and re.search(r"^drain time: [\d.]+ s", proc.stdout, re.MULTILINE), proc.stdout
     assert re.search(r"^rule: .*latest signed time", proc.stdout, re.MULTILINE)
     assert found["acknowledged"] > 0
     assert proc.returncode == (1 if any(found[k] for k in CORRECTNESS) else 0), proc.stdout
-    assert took < 60, f"the tiny soak took {took:.0f} s"
+    # Its own bounds (3 s of sending, at most 35 s of draining) keep it to ~45 s on an idle box.
+    assert took < 60, f"the tiny soak took {took:.0f} s:\n{proc.stderr[-3000:]}"
 
 
 @pytest.mark.slow
 def test_tiny_soak_is_correct(tiny_run):
     """The goal of the worker side: nothing lost, nothing done twice, everything in its final
-    state, drained in time. Fails (with the figures) while the worker side falls short."""
+    state, drained in time. Fails (with the figures) while the worker side falls short, and
+    also when the worker kill hits a running job and RQ takes longer than the tiny run's 35 s
+    drain budget to resume it (up to ~60 s by design): whether this gates CI is the lead's call."""
     proc, _ = tiny_run
     found = figures(proc.stdout)
     assert {k: found.get(k) for k in CORRECTNESS} == dict.fromkeys(CORRECTNESS, 0), proc.stdout
