@@ -151,7 +151,7 @@ ADMIN_TOKEN_NAME = "admin"  # the name `[admin] token` goes by in the audit log
 
 
 class AdminSchema(_Strict):
-    # Bearer token for /api/ and /rq; without one, both answer 401 (fail closed).
+    # Bearer token for /api/ (and the console's sign-in); without one, /api/ answers 401 (fail closed).
     token = fields.String(load_default=None, validate=validate.Length(min=16))
     # More tokens, one per person or system: name -> token. Any of them opens /api/ and the console.
     tokens = fields.Dict(keys=fields.String(validate=validate.Regexp(

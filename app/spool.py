@@ -119,7 +119,8 @@ def drain_once(spool_dir: str, store: EventStore) -> int:
                 # Its id was the answer: a duplicate stays findable under it (status "duplicate").
                 created, event_id = store.ingest(event, keep_duplicate=True)
             except RedisError as exc:
-                log.info("spool drain paused, Redis not answering: %s", exc.__class__.__name__)
+                # The cause in the line (refused, auth, OOM, READONLY...): what the runbook greps for.
+                log.info("spool drain paused, Redis not answering: %s: %s", exc.__class__.__name__, exc)
                 break
             log.info("spooled event %s drained (%s)", event.id, "queued" if created else f"duplicate of {event_id}")
             _unlink(path)
