@@ -453,3 +453,32 @@ def rejected_part() -> Response:
 @bp.get("/audit")
 def audit_log() -> Response:
     return _page("audit.html", items=audit.recent(_runtime()[0]), keep=audit.AUDIT_MAX)
+
+
+# --- vendors: pause / resume -----------------------------------------------------------------------
+
+@bp.get("/vendors")
+def vendors() -> Response:
+    from workers import vendor_control
+
+    redis, settings = _runtime()
+    return _page("vendors.html", items=vendor_control.status(redis, settings=settings),
+                 notice=request.args.get("notice"))
+
+
+@bp.post("/vendors/<vendor>/<verb>")
+def vendor_control_action(vendor: str, verb: str) -> Response:
+    """Pause or resume a vendor (workers/vendor_control.py), audited as from the console."""
+    from workers import vendor_control
+
+    redis, settings = _runtime()
+    if vendor not in vendor_control.VENDORS or verb not in ("pause", "resume"):
+        return _page("error.html", 404, message=f"no vendor {vendor} / action {verb}")
+    if verb == "pause":
+        reason = (request.form.get("reason") or "").strip()[:500] or None
+        vendor_control.pause(redis, vendor, by=g.console_session.who, reason=reason, settings=settings)
+        _audit("vendor.pause", vendor=vendor, reason=reason)
+        return _back("console.vendors", f"{vendor} paused: its actions wait until you resume it.")
+    released = vendor_control.resume(redis, vendor, settings=settings)["released"]
+    _audit("vendor.resume", vendor=vendor, released=len(released))
+    return _back("console.vendors", f"{vendor} resumed: {len(released)} held action(s) queued again, in order.")
