@@ -347,3 +347,18 @@ def test_a_lost_create_answer_is_found_reading_only_the_newest_end_of_a_large_ac
     # One lookup before the next create, one once final (for a create that might land late): the
     # first page (it tells the order) and, listed oldest first, the last two.
     assert pages == ([1, 1] if not oldest_first else [1, 11, 10, 1, 11, 10])
+
+
+def test_poll_chain_survives_a_kill_between_scheduling_the_next_poll_and_recording_it(make_app, make_sim, drive,
+                                                                                       redis_client):
+    """A worker killed after poll n scheduled poll n+1 but before it recorded poll_n = n+1 (the
+    record is put back as it would be then): poll n+1 still runs, and the rung still ends."""
+    sim = make_sim(transcode_seconds=30)
+    client = make_app(**sections_for(sim.url, ladder=["360"])).test_client()
+    client.post(UPLOAD, data=upload_body(("VCHAIN", 720)))
+    drive(lambda: int(rung(redis_client, "VCHAIN", "360").get("poll_n") or 0) >= 2, what="a second poll scheduled")
+    n = int(rung(redis_client, "VCHAIN", "360")["poll_n"])
+    redis_client.hset(transcode.key("VCHAIN", "360"), "poll_n", n - 1)
+    set_sim(sim, transcode_seconds=0.3)  # done by the next poll
+    drive(lambda: rung(redis_client, "VCHAIN", "360").get("state") in transcode.FINAL_STATES, what="the rung to end")
+    assert rung(redis_client, "VCHAIN", "360")["state"] == "success"

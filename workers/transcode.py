@@ -389,7 +389,7 @@ def _record_task(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task: 
         return result
     _set(redis, video_id, rung, **fields, state="submitted" if task.status == 0 and not adopted else task.state,
          poll_n=1, progress=task.progress)
-    _schedule_poll(redis, cfg, video_id, rung, task.id, 1)
+    _schedule_poll(redis, cfg, video_id, rung, task.id, 1)  # a kill before this: the retried submit schedules it
     return result
 
 
@@ -399,18 +399,22 @@ def _schedule_poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task
     delay = min(cfg.poll_initial_seconds * 2 ** max(n - 1, 0), cfg.poll_max_seconds)
     action_id = f"transcode-poll-{task_id}-{n}"
     actions.enqueue(redis, action_id, poll, kind="transcode.poll", event_id=None, policy=cfg.http, delay=delay,
-                    params={"action_id": action_id, "video_id": video_id, "rung": rung, "n": n})
+                    params={"action_id": action_id, "video_id": video_id, "rung": rung, "n": n, "task_id": task_id})
 
 
-def poll(action_id: str, video_id: str, rung: str, n: int) -> None:
+def poll(action_id: str, video_id: str, rung: str, n: int, task_id: str | None = None) -> None:
+    """Poll the rung's task once. Poll n runs unless a later poll already ran (``poll_n`` > n):
+    the next poll is scheduled before ``poll_n`` moves, so a worker killed in between leaves a
+    chain that still goes on, and never two."""
     redis = current_redis()
     with tracked(redis, action_id) as out:
         cfg = settings().transcoder
         if cfg is None:
             raise Skip("[transcoder] is not configured")
         state = _state(redis, video_id, rung)
-        task_id = state.get("task_id")
-        if not task_id or state.get("state") not in TASK_STATES or int(state.get("poll_n", 0) or 0) != n:
+        current = state.get("task_id")
+        if (not current or state.get("state") not in TASK_STATES or (task_id and task_id != current)
+                or int(state.get("poll_n", 0) or 0) > n):
             raise Skip("superseded")
         out["result"] = _poll(redis, cfg, video_id, rung, state, n)
 
@@ -425,8 +429,8 @@ def _poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[s
     except VendorError as exc:
         if exc.transient and not past_deadline:
             # A poll that errors is polled again; it is no failure of the rung.
-            _set(redis, video_id, rung, poll_n=n + 1, poll_error=f"{exc.code}: {exc.message}")
             _schedule_poll(redis, cfg, video_id, rung, task_id, n + 1)
+            _set(redis, video_id, rung, poll_n=n + 1, poll_error=f"{exc.code}: {exc.message}")
             return {"task_id": task_id, "poll_error": exc.message, "next_poll": n + 1}
         if exc.transient:
             _end_badly(redis, video_id, rung, state, "timed_out", "timed_out",
@@ -448,8 +452,8 @@ def _poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[s
         _end_badly(redis, video_id, rung, state, "timed_out", "timed_out",
                    f"not final after {cfg.poll_deadline_seconds:.0f}s")
     else:
-        _set(redis, video_id, rung, state=task.state, progress=task.progress, poll_n=n + 1, poll_error="")
         _schedule_poll(redis, cfg, video_id, rung, task_id, n + 1)
+        _set(redis, video_id, rung, state=task.state, progress=task.progress, poll_n=n + 1, poll_error="")
     return result
 
 
