@@ -13,13 +13,14 @@ import time
 import pytest
 import requests
 from click.testing import CliRunner
-from rq import Queue
-from rq.job import JOB_ID_PATTERN
+from rq import Queue, SimpleWorker
+from rq.job import JOB_ID_PATTERN, Job
 
 from app.cli import main as cli
 from simulators import muducloud as sim_muducloud
 from simulators import serve
 from tests.conftest import vendor_sections
+from tests.helpers import wait_until
 from tests.vendor_harness import TEMPLATE_IDS, UPLOAD, origin, set_faults, sim_calls, sim_tasks, toml_dumps, upload_body
 from workers import actions, ops, transcode
 from workers.context import settings as worker_settings
@@ -362,3 +363,34 @@ def test_poll_chain_survives_a_kill_between_scheduling_the_next_poll_and_recordi
     set_sim(sim, transcode_seconds=0.3)  # done by the next poll
     drive(lambda: rung(redis_client, "VCHAIN", "360").get("state") in transcode.FINAL_STATES, what="the rung to end")
     assert rung(redis_client, "VCHAIN", "360")["state"] == "success"
+
+
+
+def run_one_job(redis) -> None:
+    """Run the next job (a due scheduled one moved to its queue first), with an in-process worker."""
+    for name in QUEUES:
+        queue = Queue(name, connection=redis)
+        for job_id in queue.scheduled_job_registry.get_jobs_to_schedule():
+            queue.scheduled_job_registry.remove(job_id)
+            queue.enqueue_job(Job.fetch(job_id, connection=redis))
+    SimpleWorker([Queue(q, connection=redis) for q in QUEUES], connection=redis).work(
+        burst=True, max_jobs=1, with_scheduler=False)
+
+
+def test_a_resubmit_lost_between_recording_and_queueing_it_is_queued_by_the_next_callback(
+        make_app, make_sim, redis_client, drive):
+    """A worker dies after it recorded `resubmitting` but before the resubmit was queued (the
+    queued job is taken away here): the next callback for the video queues it."""
+    sim = make_sim(fail_rate=1.0)
+    client = make_app(**sections_for(sim.url, ladder=["360"], resubmit_count=1)).test_client()
+    client.post(UPLOAD, data=upload_body(("VLOSTRESUB", 720)))
+    wait_until(lambda: run_one_job(redis_client) or rung(redis_client, "VLOSTRESUB", "360").get("state")
+               == "resubmitting", what="the task to fail")
+    Job.fetch(actions.job_id("transcode-VLOSTRESUB-360-resubmit1"), connection=redis_client).delete()
+    set_sim(sim, fail_rate=0.0)
+
+    client.post(UPLOAD, data=upload_body(("VLOSTRESUB", 720), ("VOTHER", 360)))
+    drive(lambda: rung(redis_client, "VLOSTRESUB", "360").get("state") in transcode.FINAL_STATES,
+          what="the rung to end")
+    assert rung(redis_client, "VLOSTRESUB", "360")["state"] == "success"
+    assert len(sim_calls(sim.url, "muducloud", "create-transcode")) == 3  # the failed one, the resubmit, VOTHER

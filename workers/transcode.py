@@ -151,7 +151,10 @@ def want(redis: Redis, cfg: Transcoder, video_id: str, rung: str, url: str,
     status = state.get("state")
     if status == "success":
         return None, f"video {video_id} rung {rung}: already transcoded (task {state.get('task_id')})"
-    if status in TASK_STATES or status == "resubmitting":
+    if status == "resubmitting" and state.get("action_id"):
+        _queue_resubmit(redis, cfg, video_id, rung, state)  # queued already, unless a worker died first
+        return None, f"video {video_id} rung {rung}: being resubmitted ({state['action_id']})"
+    if status in TASK_STATES:
         return None, f"video {video_id} rung {rung}: in progress (task {state.get('task_id')}, {status})"
     action_id = state.get("action_id") or submit_action_id(video_id, rung)
     fields: dict[str, Any] = {"wanted_url": url, "event_id": event_id or "", "action_id": action_id}
@@ -413,6 +416,9 @@ def poll(action_id: str, video_id: str, rung: str, n: int, task_id: str | None =
             raise Skip("[transcoder] is not configured")
         state = _state(redis, video_id, rung)
         current = state.get("task_id")
+        if state.get("state") == "resubmitting" and state.get("action_id") and (not task_id or task_id == current):
+            _queue_resubmit(redis, cfg, video_id, rung, state)  # in case this poll died before it did
+            raise Skip("the task failed; resubmitting")
         if (not current or state.get("state") not in TASK_STATES or (task_id and task_id != current)
                 or int(state.get("poll_n", 0) or 0) > n):
             raise Skip("superseded")
@@ -479,9 +485,16 @@ def _task_failed(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state:
         return
     resubmits = int(state.get("resubmits", 0) or 0) + 1
     action_id = f"{submit_action_id(video_id, rung)}-resubmit{resubmits}"
-    _set(redis, video_id, rung, state="resubmitting", resubmits=resubmits, auto_left=left - 1,
-         error=f"{code}: {message}", action_id=action_id,
-         give_up_at=repr(time.time() + cfg.poll_deadline_seconds))
+    fields = dict(state="resubmitting", resubmits=resubmits, auto_left=left - 1, error=f"{code}: {message}",
+                  action_id=action_id, give_up_at=repr(time.time() + cfg.poll_deadline_seconds))
+    _set(redis, video_id, rung, **fields)
+    _queue_resubmit(redis, cfg, video_id, rung, {**state, **{k: str(v) for k, v in fields.items()}})
+
+
+def _queue_resubmit(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[str, str]) -> None:
+    """Queue the rung's resubmit (once: its id is the rung's ``action_id``). Also called when a
+    rung is found ``resubmitting`` (a worker killed between recording that and queueing it)."""
+    action_id = state["action_id"]
     url = state.get("wanted_url") or state.get("origin_url") or ""
     event_id = state.get("event_id") or None
     actions.enqueue(redis, action_id, submit, kind="transcode.submit", event_id=event_id, policy=cfg.http,
