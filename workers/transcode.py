@@ -199,13 +199,15 @@ def _set(redis: Redis, video_id: str, rung: str, **fields: Any) -> None:
 
 def _end_badly(redis: Redis, video_id: str, rung: str, state: dict[str, str], ending: str, code: Any,
                message: str) -> None:
-    """A bad final state: kept on the rung and listed with the failed actions (its submit action)."""
-    _set(redis, video_id, rung, state=ending, error=f"{code}: {message}" if ending == "failed" else message,
-         error_code="" if code is None else code, error_message=message, ended_at=repr(time.time()))
+    """A bad final state: listed with the failed actions (its submit action), then kept on the
+    rung (in that order: a worker dying in between leaves the poll to run again, not a rung that
+    ended badly and is listed nowhere)."""
     action_id = state.get("action_id") or submit_action_id(video_id, rung)
     actions.fail_later(redis, action_id, {
         "vendor": muducloud.VENDOR, "code": code, "message": message, "status": None, "transient": False,
         "rung_state": ending, "task_id": state.get("task_id") or None})
+    _set(redis, video_id, rung, state=ending, error=f"{code}: {message}" if ending == "failed" else message,
+         error_code="" if code is None else code, error_message=message, ended_at=repr(time.time()))
 
 
 def _retire(state: dict[str, str]) -> str:
