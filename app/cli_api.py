@@ -105,7 +105,10 @@ def remote_target(env: Mapping[str, str]) -> Remote | None:
     timeout = data.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise click.ClickException(f"{file}: timeout must be a number of seconds above 0")
-    return Remote(str(url).rstrip("/"), token, float(timeout))
+    base = str(url).rstrip("/")
+    if base.endswith("/api"):  # the API's own prefix, given by mistake: every path starts with it
+        base = base[: -len("/api")]
+    return Remote(base, token, float(timeout))
 
 
 # --- remote: HTTP ---------------------------------------------------------------------------------

@@ -19,6 +19,10 @@ from app import cli_format as fmt
 from app.cli_api import ApiError, Client, path
 
 STREAM_KEY_ENV = "MEDIAHOOK_STREAM_KEY"
+# Each poll of `events tail` looks this far back before the newest event it printed: web hosts'
+# clocks differ a little, so an event can land in the index after a newer one; ids printed are
+# skipped.
+TAIL_LOOKBACK = 5.0
 _CLIENT = "mediahook.client"
 
 
@@ -160,29 +164,39 @@ def _tail(filters: dict[str, Any], last: int, interval: float, as_json: bool) ->
     if not as_json:
         click.echo("  ".join(h.ljust(w) for h, w in zip(_EVENT_HEADER, widths, strict=False)) + "  REFS")
     first = call("GET", path("events"), {**filters, "limit": max(last, 1)})["events"][:last]
+    newest = first[0]["received_at"] if first else (time.time() if not filters.get("since") else None)
     seen = {e["id"]: e["received_at"] for e in first}
-    newest = max([e["received_at"] for e in first], default=None)
-    if newest is None:  # nothing yet: from now on (or from --since)
-        newest = time.time() if not filters.get("since") else None
+    if newest is not None:  # what the lookback will find again, not shown by --last: never shown
+        seen.update((e["id"], e["received_at"]) for e in _events_since(filters, newest - TAIL_LOOKBACK)
+                    if e["received_at"] <= newest)
     for e in reversed(first):
         show(e)
     while True:
         time.sleep(interval)
-        since = filters.get("since") if newest is None else _iso(newest - 0.001)
-        fresh: list[dict[str, Any]] = []
-        cursor = None
-        for _ in range(50):  # pages of 200 newest first, back to the last one seen
-            page = call("GET", path("events"), {**filters, "since": since, "limit": 200, "cursor": cursor})
-            fresh += [e for e in page["events"] if e["id"] not in seen]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-        for e in sorted(fresh, key=lambda e: (e["received_at"], e["id"])):
+        found = _events_since(filters, None if newest is None else newest - TAIL_LOOKBACK)
+        for e in sorted((e for e in found if e["id"] not in seen), key=lambda e: (e["received_at"], e["id"])):
             show(e)
             seen[e["id"]] = e["received_at"]
         if seen:
             newest = max(newest or 0.0, *seen.values())
-            seen = {i: at for i, at in seen.items() if at >= newest - 1.0}  # enough to skip the repeats
+            seen = {i: at for i, at in seen.items() if at >= newest - 2 * TAIL_LOOKBACK}  # the repeats to skip
+
+
+def _events_since(filters: dict[str, Any], since: float | None) -> list[dict[str, Any]]:
+    """Every event matching ``filters`` received since ``since`` (or the filters' own --since),
+    following the pages back to it."""
+    params = {**filters, "limit": 200}
+    if since is not None:
+        params["since"] = _iso(since)
+    found: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(50):  # at most 10,000 a poll
+        page = call("GET", path("events"), {**params, "cursor": cursor})
+        found += page["events"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    return found
 
 
 def _iso(ts: float) -> str:
@@ -268,7 +282,7 @@ def action_commands(main: click.Group) -> None:
         vendor's code and message. With --requeue --json: the requeue's result."""
         doc = call("GET", path("failed"), {"kind": kind, "vendor": vendor, "event_id": event_id, "limit": limit})
         items = doc["items"]
-        result = _requeue(items) if requeue and items else None
+        result = _requeue(items) if requeue else None
         if as_json:
             return fmt.dump_json(result if requeue else doc)
         if not items:
