@@ -289,8 +289,8 @@ def action_commands(main: click.Group) -> None:
             click.echo("nothing failed")
         else:
             fmt.table([[fmt.local_time(i.get("failed_at")), i["id"], i.get("kind") or "-", i.get("event_id") or "-",
-                        str(i["attempts"]) if i.get("attempts") is not None else "-", fmt.error_text(i.get("last_error"))]
-                       for i in items], ["FAILED AT", "ID", "KIND", "EVENT", "ATTEMPTS", "VENDOR CODE: MESSAGE"])
+                        fmt.cell(i.get("attempts")), fmt.error_text(i.get("last_error"))] for i in items],
+                      ["FAILED AT", "ID", "KIND", "EVENT", "ATTEMPTS", "VENDOR CODE: MESSAGE"])
             if doc["total"] > len(items):
                 click.echo(f"({len(items)} of {doc['total']}: see --limit)")
             for i in items:

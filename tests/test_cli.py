@@ -17,7 +17,7 @@ import requests
 from click.testing import CliRunner
 
 from app.cli import main as cli
-from tests.conftest import ROOT, ROOM, vendor_sections
+from tests.conftest import ROOM, ROOT, vendor_sections
 from tests.helpers import CDN_TOKEN, fixture_bytes, free_port, live_event, signed_path, wait_until
 from tests.vendor_harness import set_faults, sim_calls, stream_event, toml_dumps
 from workers import actions, ops
@@ -212,7 +212,8 @@ def test_tail_prints_new_events_and_ends_cleanly_on_ctrl_c(world, tmp_path):
         fresh = []
         for state in ("RECONNECTING", "END"):
             url = signed_url(world["public"] + "/hooks/metastudio/live-events", MS_KEY)
-            r = requests.post(world["api"] + url[len(world["public"]):], data=stream_event(ROOM, state, job_id=LIVE_JOB), timeout=10)
+            r = requests.post(world["api"] + url[len(world["public"]):], timeout=10,
+                              data=stream_event(ROOM, state, job_id=LIVE_JOB))
             assert r.status_code == 200, r.text
             fresh.append(r.json()["event_id"])
         requests.post(f"{world['api']}/hooks/cdnetworks/vod-upload?token={CDN_TOKEN}", timeout=10,
