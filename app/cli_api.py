@@ -135,7 +135,9 @@ class HttpClient:
                                        f"{self._timeout:.0f} s") from None
         except requests.RequestException as exc:
             reason = exc.__class__.__name__
-            if isinstance(exc, requests.ConnectionError):
+            if isinstance(exc, requests.exceptions.SSLError):  # a ConnectionError too: say which
+                reason = "TLS failed (its certificate? REQUESTS_CA_BUNDLE names a CA file)"
+            elif isinstance(exc, requests.ConnectionError):
                 reason = "connection failed (is the URL right, and the service up?)"
             raise click.ClickException(f"cannot reach the mediahook API at {self.where}: {reason}") from None
         try:

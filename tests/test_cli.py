@@ -176,6 +176,9 @@ def test_a_bad_token_is_one_line(gunicorn_process, redis_client, tmp_path):
     done = cli_process({**xdg, "MEDIAHOOK_URL": api.base, "MEDIAHOOK_ADMIN_TOKEN": "wrong-token-0123456789"},
                        "events", "list")
     assert_one_line_error(done, "refused the token (401)")
+    tls = cli_process({**xdg, "MEDIAHOOK_URL": api.base.replace("http:", "https:"), "MEDIAHOOK_ADMIN_TOKEN": TOKEN},
+                      "events", "list")
+    assert_one_line_error(tls, "TLS failed")
     for url in (api.base + "/", api.base + "/api/"):  # a trailing slash, the API's prefix: both taken
         ok = cli_process({**xdg, "MEDIAHOOK_URL": url, "MEDIAHOOK_ADMIN_TOKEN": TOKEN}, "events", "list")
         assert ok.returncode == 0 and ok.stdout == "no events\n", ok.stderr
