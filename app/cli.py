@@ -87,27 +87,39 @@ def _wait_for_redis(redis, log, max_delay: float = 30.0) -> None:
 
 
 @main.command()
-@click.option("--worker-class", default="rq.Worker", show_default=True,
-              help="rq.Worker forks a work horse per job (isolation, hard timeouts); rq.worker.SimpleWorker "
-                   "runs jobs in-process (faster; see docs/benchmarks.md).")
-def worker(worker_class: str) -> None:
-    """An RQ worker, with the scheduler, on mediahook's queues (what the Procfile runs).
+@click.option("--processes", type=click.IntRange(min=1), default=None, envvar="MEDIAHOOK_WORKER_PROCESSES",
+              help="Job processes in the pool [default: the number of cores].")
+@click.option("--max-jobs", type=click.IntRange(min=0), default=10_000, show_default=True,
+              envvar="MEDIAHOOK_WORKER_MAX_JOBS", help="Recycle a job process after this many jobs (0: never).")
+@click.option("--max-memory", type=click.IntRange(min=0), default=300, show_default=True,
+              envvar="MEDIAHOOK_WORKER_MAX_MEMORY_MB", help="Recycle a job process once it holds more MB (0: never).")
+@click.option("--dequeue-strategy", type=click.Choice(["round_robin", "default", "random"]), default="round_robin",
+              show_default=True, help="round_robin: each process takes the events and actions queues in "
+                                      "turn, so neither starves; default: events always first (RQ's).")
+@click.option("--worker-class", default="workers.pool.PoolWorker", show_default=True,
+              help="Another RQ worker class (e.g. rq.Worker: a fork per job) runs as ONE worker in this "
+                   "process, without the pool (see docs/benchmarks.md).")
+def worker(processes: int | None, max_jobs: int, max_memory: int, dequeue_strategy: str, worker_class: str) -> None:
+    """A pool of RQ job processes, each with the scheduler, on mediahook's queues (what the
+    Procfile and the systemd unit run; workers/pool.py).
 
-    It connects the way every other part does (app.store.connect), so a redis+sentinel:// URL
-    makes it follow the master. SIGTERM is a warm shutdown: the current job finishes first.
-    Exits 1 when RQ gives up by itself (Redis lost outside its wait on the queue, e.g. in the
-    middle of a job during a failover): the supervisor (systemd Restart=always) starts a fresh
-    one, which waits for Redis, and RQ retries the interrupted job.
+    Each process runs its jobs in-process (no fork per job); a job is stopped at its timeout,
+    a process that dies is replaced, and one is recycled after --max-jobs jobs or --max-memory
+    MB. It connects the way every other part does (app.store.connect), so a
+    redis+sentinel:// URL makes it follow the master. SIGTERM is a warm shutdown: running jobs
+    finish first. A job process whose RQ gives up by itself (Redis lost in the middle of a
+    job, e.g. during a failover) is replaced by a fresh one, which waits for Redis, and RQ
+    retries the interrupted job. With another --worker-class, one worker runs in this process
+    and exits 1 when RQ gives up (systemd's Restart=always starts a fresh one).
     """
     import logging
 
-    from redis.exceptions import RedisError
     from rq.utils import import_attribute
     from rq.worker import BaseWorker
 
     from app import logs
     from app.store import connect
-    from workers import context, preload, recovery, sweep
+    from workers import context, pool, preload, recovery, sweep
 
     try:
         s = _settings()
@@ -124,9 +136,8 @@ def worker(worker_class: str) -> None:
         raise click.BadParameter(f"cannot import {worker_class}: {exc}", param_hint="--worker-class") from None
     if not (isinstance(worker_cls, type) and issubclass(worker_cls, BaseWorker)):
         raise click.BadParameter(f"{worker_class} is not an RQ worker class", param_hint="--worker-class")
-    # Import every job module and build the settings once, here: RQ forks a work horse per job,
-    # and a horse that had to import Flask, Marshmallow and requests itself would spend ~100 ms
-    # on every job doing so.
+    # Import every job module and build the settings once, here: every job process (and, with
+    # rq.Worker, every work horse) is forked from this one and starts with them loaded.
     preload.modules()
     context.configure(s)
     try:
@@ -134,19 +145,24 @@ def worker(worker_class: str) -> None:
     except ConfigError as exc:  # a redis+sentinel:// URL that does not parse
         raise click.ClickException(str(exc)) from None
     _wait_for_redis(redis, log)
-    # RQ's timings bounded so that a dead worker's job resumes within a minute, and each
-    # maintenance pass also sweeps for work whose job was lost (workers/recovery.py, sweep.py).
-    rq_worker = recovery.make_worker(worker_cls, list(QUEUES), redis, after_maintenance=sweep.from_worker)
-    try:
-        rq_worker.work(with_scheduler=True, logging_level=s.log_level)
-    except RedisError as exc:  # raised by RQ's own clean-up after it gave up
-        log.error("worker stopped, Redis lost (%s: %s); exiting 1", exc.__class__.__name__, exc)
-        sys.exit(1)
-    # RQ's work() returns both on a requested (warm or cold) shutdown and when it gave up on an
-    # error; only the latter should look like a failure to the supervisor.
-    if rq_worker.stop_requested_at is None:
-        log.error("worker stopped without a shutdown request (see above); exiting 1")
-        sys.exit(1)
+
+    def make_worker(_index: int = 0):
+        # RQ's timings bounded so that a dead worker's job resumes within a minute, and each
+        # maintenance pass also sweeps for work whose job was lost (workers/recovery.py, sweep.py).
+        client = connect(s)  # a job process's own connections, never the parent's
+        _wait_for_redis(client, log)
+        rq_worker = recovery.make_worker(worker_cls, list(QUEUES), client, after_maintenance=sweep.from_worker)
+        rq_worker.max_memory_mb = max_memory
+        return rq_worker
+
+    if issubclass(worker_cls, pool.PoolWorker):
+        redis.close()
+        sys.exit(pool.Pool(processes or pool.default_processes(), make_worker, max_jobs=max_jobs or None,
+                           logging_level=s.log_level, dequeue_strategy=dequeue_strategy).run())
+    code = pool.run_worker(make_worker(), max_jobs=None, logging_level=s.log_level, dequeue_strategy=dequeue_strategy)
+    if code:
+        log.error("exiting %d", code)
+    sys.exit(code)
 
 
 @main.command("sweep")

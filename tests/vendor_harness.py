@@ -156,6 +156,15 @@ def toml_dumps(doc: dict, prefix: str = "") -> str:
 
 # --- real worker processes ----------------------------------------------------------------
 
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie (exited, its files closed, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 class WorkerProcess:
     """`python -m app.cli worker` (RQ worker + scheduler) in its own process group, so that
     the work horse and the scheduler it forks can be killed with it."""
@@ -177,7 +186,8 @@ class WorkerProcess:
     def wait_registered(self, redis: Redis, timeout: float = 20) -> None:
         def up() -> bool:
             assert self.proc.poll() is None, f"worker exited:\n{self.output()}"
-            return any(w.pid == self.pid for w in Worker.all(connection=redis))
+            # `mediahook worker` is a pool: its job processes register, each under its own pid.
+            return any(w.pid in (self.pid, *self.descendants()) for w in Worker.all(connection=redis))
 
         wait_until(up, timeout=timeout, interval=0.05, what="the worker to register")
 
@@ -210,6 +220,10 @@ class WorkerProcess:
             except ProcessLookupError:
                 pass
         self.proc.wait(10)
+        # Until every one of them has exited (its sockets closed): a job process still dying while
+        # blocked on the queue could otherwise be handed the next job by Redis, which is then lost.
+        wait_until(lambda: all(_exited(pid) for pid in others), timeout=10, interval=0.01,
+                   what="the killed worker processes to exit")
 
     def stop(self) -> None:
         if self.proc.poll() is not None:
