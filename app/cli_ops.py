@@ -462,7 +462,84 @@ def live_commands(main: click.Group) -> None:
             click.echo("  none follows this room")
 
 
+# --- what the console shows ---------------------------------------------------------------------------
+
+def _limit_option(default: int) -> Callable:
+    return click.option("--limit", default=default, show_default=True, type=click.IntRange(1, 1000))
+
+
+def view_commands(main: click.Group) -> None:
+    @main.command()
+    @json_option
+    def overview(as_json: bool) -> None:
+        """What the console's overview shows: Redis, queues, workers, failures, callbacks and refusals
+        in the last hour (the spool is the answering web host's; on the host, this one's)."""
+        doc = call("GET", path("overview"))
+        if as_json:
+            return fmt.dump_json(doc)
+        click.echo(f"at {fmt.local_time(doc['at'])}: Redis {'up' if doc['redis_up'] else 'DOWN'}, spool "
+                   f"{doc['spool_depth']}, failed {doc['failed']}, live streams {doc['streams_live']}")
+        click.echo("\nqueues:")
+        fmt.table([["  " + q["name"], str(q["depth"]), fmt.duration(q["oldest_age"]) if q["depth"] else "-",
+                    str(q["scheduled"]), str(q["started"]), str(q["failed"])] for q in doc["queues"]],
+                  ["  NAME", "WAITING", "OLDEST", "SCHEDULED", "RUNNING", "FAILED"])
+        click.echo("\nworkers:" + ("" if doc["workers"] else " none registered"))
+        if doc["workers"]:
+            fmt.table([["  " + w["name"], w.get("hostname") or "-", fmt.cell(w.get("pid")), w["state"],
+                        ",".join(w["queues"]), fmt.local_time(w.get("last_heartbeat"))] for w in doc["workers"]],
+                      ["  NAME", "HOST", "PID", "STATE", "QUEUES", "HEARTBEAT"])
+        totals: dict[str, int] = {}
+        for minute in doc["traffic"]:
+            for key, n in minute["counts"].items():
+                totals[key] = totals.get(key, 0) + n
+        click.echo("\ncallbacks, last hour: " + (", ".join(f"{k.replace('|', ' ')} {n}" for k, n in
+                                                          sorted(totals.items())) or "none"))
+        click.echo("refused, last hour: " + (", ".join(f"{k} ({n})" for k, n in
+                                                     sorted(doc["rejected_by_reason"].items())) or "none"))
+
+    @main.command()
+    @_limit_option(100)
+    @json_option
+    def streams(limit: int, as_json: bool) -> None:
+        """Streams by latest state, live ones first."""
+        doc = call("GET", path("streams"), {"limit": limit})
+        if as_json:
+            return fmt.dump_json(doc)
+        if not doc["streams"]:
+            return click.echo("no streams")
+        fmt.table([[fmt.local_time(s["at"]), s["room_id"], s.get("job_id") or "-", s["state"],
+                    fmt.cell(s.get("current")), s.get("output_url") or "-"] for s in doc["streams"]],
+                  ["AT", "ROOM", "JOB", "STATE", "CURRENT", "OUTPUT"])
+
+    @main.command()
+    @_limit_option(100)
+    @json_option
+    def rejected(limit: int, as_json: bool) -> None:
+        """Refused callbacks, newest first, with the reason (kept 24 h)."""
+        doc = call("GET", path("rejected"), {"limit": limit})
+        if as_json:
+            return fmt.dump_json(doc)
+        if not doc["items"]:
+            return click.echo("nothing refused")
+        fmt.table([[fmt.local_time(r["at"]), r["source"], str(r["status"]), r["remote_addr"], r["path"], r["reason"]]
+                   for r in doc["items"]], ["AT", "SOURCE", "STATUS", "FROM", "PATH", "REASON"])
+
+    @main.command()
+    @_limit_option(100)
+    @json_option
+    def audit(limit: int, as_json: bool) -> None:
+        """The audit log: who replayed, requeued, applied or started what, newest first."""
+        doc = call("GET", path("audit"), {"limit": limit})
+        if as_json:
+            return fmt.dump_json(doc)
+        if not doc["items"]:
+            return click.echo("nothing audited")
+        fmt.table([[fmt.local_time(a["at"]), a["who"], a["action"], a["via"], fmt.compact(a["detail"])]
+                   for a in doc["items"]], ["AT", "WHO", "ACTION", "VIA", "DETAIL"])
+
+
 def register(main: click.Group) -> None:
     events_group(main)
     action_commands(main)
     live_commands(main)
+    view_commands(main)

@@ -62,6 +62,7 @@ def world(make_app, sim, drive, redis_client, gunicorn_process, base_config, tmp
     set_faults(sim.url, {"koophone": {"vendor_errors": [
         {"times": 1, "code": "KOOPHONE.API.1002", "message": "instances are not in the same region"}]}})
     [failed_id] = ops.koophone_apply(redis_client, ops_settings(), "low", ["r1"])
+    assert client.post("/hooks/cdnetworks/vod-upload?token=wrong-token", data=b"{}").status_code == 401
     drive(lambda: _final(redis_client, upload) and _final(redis_client, connected)
           and actions.record(redis_client, failed_id)["status"] == "failed", timeout=60, what="everything to settle")
     empty = tmp_path / "xdg"  # no cli.toml, no dev state of the machine's user
@@ -105,7 +106,10 @@ def test_every_read_command_prints_the_same_in_both_modes_and_json_is_the_api_do
         ("transcodes", VIDEO): ("/api/transcodes", {"video_id": VIDEO}),
         ("action", failed_id): f"/api/actions/{failed_id}",
         ("live", "show", LIVE_JOB): f"/api/live/jobs/{LIVE_JOB}",
+        ("streams",): "/api/streams",
+        ("rejected", "--limit", "5"): ("/api/rejected", {"limit": 5}),
     }
+    wait_until(lambda: api_get(world, "/api/rejected")["items"], what="the refused callback to be kept")
     for args, api_path in commands.items():
         for extra in ((), ("--json",)):
             local = run(world["local"], *args, *extra)
@@ -283,6 +287,17 @@ def test_mutations_answer_alike_in_both_modes(world):
     assert requeued.exit_code == 0 and "requeued 1, skipped 0" in requeued.stdout, requeued.output
     audit = api_get(world, "/api/audit")["items"]
     assert {"cli:" in e["who"] for e in audit} == {True, False}  # local actions are audited too
+    shown = [run(world[mode], "audit") for mode in ("local", "remote")]
+    assert shown[0].stdout == shown[1].stdout and "koophone.apply" in shown[0].stdout
+    assert shown[0].stdout.splitlines()[0].split() == ["AT", "WHO", "ACTION", "VIA", "DETAIL"]
+
+
+def test_overview_from_either_mode(world):
+    docs = [json.loads(run(world[mode], "overview", "--json").stdout) for mode in ("local", "remote")]
+    assert docs[0].keys() == docs[1].keys() and docs[0]["redis_up"] is docs[1]["redis_up"] is True
+    assert docs[0]["failed"] == docs[1]["failed"] == 1
+    shown = run(world["remote"], "overview").stdout
+    assert "Redis up" in shown and "failed 1" in shown and "mediahook-events" in shown
 
 
 def _dev_file(data_dir: Path, config: Path, redis_url: str, pid: int) -> None:
