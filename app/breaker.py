@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # The web side's Redis socket timeout (or the configured one, if shorter). A healthy Redis
 # answers the ingest script in well under a millisecond; past this it counts as hung.
-INGEST_TIMEOUT_SECONDS = 0.5
+INGEST_TIMEOUT_SECONDS = 0.25
 PROBE_SECONDS = 0.5
 # What opens the breaker: a timeout (reading, or connecting to a host that vanished). A refused
 # connection fails in microseconds by itself, and a ResponseError is an answer: neither opens it.
