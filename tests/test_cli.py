@@ -273,6 +273,10 @@ def test_live_start_takes_the_key_from_stdin_a_file_or_the_environment(world, tm
     assert warned.returncode == 0 and "visible in `ps`" in warned.stderr
     assert_one_line_error(cli_process(world["remote"], "live", "start", ROOM, "--output-url", "rtmp://x.example/a"),
                           "no stream key")
+    assert_one_line_error(cli_process(world["remote"], "live", "start", ROOM, "--output-url", "rtmp://x.example/a",
+                                      "--stream-key-file", str(tmp_path / "missing")), "cannot read")
+    assert_one_line_error(cli_process(world["remote"], "live", "start", ROOM, "--output-url", "rtmp://x.example/a",
+                                      "--stream-key-stdin", "--stream-key-file", str(key_file)), "one way")
 
 
 def test_mutations_answer_alike_in_both_modes(world):
