@@ -15,7 +15,7 @@ from tests.conftest import _merge, vendor_sections
 from tests.helpers import wait_until
 from tests.vendor_harness import ROOT, sim_calls, toml_dumps
 from tests.worker_procs import start_worker  # noqa: F401 (a fixture)
-from workers import actions, ops, vendor_control, vendor_rate
+from workers import actions, ops, sweep, vendor_control, vendor_rate
 
 AUTH = {"Authorization": "Bearer " + "a" * 32}
 
@@ -50,6 +50,8 @@ def test_a_paused_vendor_gets_no_call_and_resume_sends_every_held_action_in_orde
         assert job.get_status() == JobStatus.SCHEDULED  # kept by RQ, not failed
         assert actions.record(redis_client, action_id)["attempts"] == 0  # a hold is not an attempt
     assert ops.failed_items(redis_client) == []  # nothing listed as failed
+    report = sweep.sweep(redis_client, full=True, grace=0, settle=0)  # the sweep leaves held work alone
+    assert (report.actions_requeued, report.actions_failed) == ([], [])
     state = vendor_control.status(redis_client, "koophone")
     assert state["paused"] and state["held"] == 6 and state["reason"] == "vendor incident"
     assert worker.proc.poll() is None
