@@ -166,13 +166,13 @@ def worker(processes: int | None, max_jobs: int, max_memory: int, dequeue_strate
 
 
 @main.command("sweep")
-@click.option("--recent", is_flag=True, help="Only events of the last 15 min (what most worker passes look at), "
+@click.option("--recent", is_flag=True, help="Only events of the last 10 min (what most worker passes look at), "
                                               "not every event within retention.")
 @click.option("--grace", default=None, type=float, help="Leave alone what is younger than this many seconds "
-                                                         "[default: the workers' grace, 15].")
+                                                         "[default: the workers' grace, 5].")
 @click.option("--dry-run", is_flag=True, help="Only list what would be queued again or marked failed.")
 def sweep_command(recent: bool, grace: float | None, dry_run: bool) -> None:
-    """Queue again events and actions not done whose RQ job is nowhere (workers do this every 15 s)."""
+    """Queue again events and actions not done whose RQ job is nowhere (workers do this every 10 s)."""
     from workers import sweep
 
     try:

@@ -25,7 +25,7 @@ is marked ``failed`` (listed by ``mediahook failed``); an event job is already l
 ``mediahook_sweep_requeued_total{what}`` and ``mediahook_sweep_failed_total{what}`` count them.
 
 Cost of a pass: one read of each queue's list and registries (O(jobs waiting), in one MULTI),
-one HMGET per event of the last 15 min (per event within retention, hourly) and per open action,
+one HMGET per event of the last 10 min (per event within retention, hourly) and per open action,
 in pipelines of ``BATCH``. A worker runs it in its maintenance pass, at most once per
 ``INTERVAL_SECONDS`` on the whole fleet; ``mediahook sweep`` runs it by hand.
 """
@@ -56,10 +56,10 @@ log = logging.getLogger(__name__)
 # Nothing needs a long grace: the web side writes an event and its job in one script, and a
 # worker between its pop and its start is covered by SETTLE_SECONDS. It only has to outlast an
 # action's record being written just before its job.
-GRACE_SECONDS = 15
-INTERVAL_SECONDS = 15
+GRACE_SECONDS = 5
+INTERVAL_SECONDS = 10
 SETTLE_SECONDS = 2.0
-RECENT_SECONDS = 900
+RECENT_SECONDS = 600
 FULL_EVERY_SECONDS = 3600
 BATCH = 500
 
@@ -150,18 +150,20 @@ def sweep(redis: Redis, *, full: bool | None = None, grace: float = GRACE_SECOND
     if full is None:
         full = bool(redis.set(FULL_KEY, _me(), nx=True, ex=FULL_EVERY_SECONDS))
     report = Report(full=full, dry_run=dry_run)
-    _let_rq_give_up_lapsed(redis)
+    if not dry_run:
+        _let_rq_give_up_lapsed(redis)
     since = "-inf" if full else now - RECENT_SECONDS
     suspects = _suspects(redis, since, now - grace, report)
     if not suspects:
         return report
     time.sleep(settle)  # production wait, not a test's: lets a job between pop and start show up
     for suspect, job_status in _suspects_still(redis, suspects):
+        what_to_do = _decide(suspect, job_status)
         if dry_run:
-            (report.events_requeued if suspect.what == "event" else
-             report.actions_failed if job_status in GIVEN_UP else report.actions_requeued).append(suspect.id)
-            continue
-        _act(redis, suspect, job_status, report)
+            {"requeue": report.events_requeued if suspect.what == "event" else report.actions_requeued,
+             "fail": report.actions_failed}.get(what_to_do, []).append(suspect.id)
+        elif what_to_do != "leave":
+            _act(redis, suspect, job_status, what_to_do, report)
     if not dry_run:
         for what, ids in (("event", report.events_requeued), ("action", report.actions_requeued)):
             if ids:
@@ -274,16 +276,24 @@ def _suspects_still(redis: Redis, suspects: list[_Suspect]) -> list[tuple[_Suspe
 
 # --- acting ---------------------------------------------------------------------------------
 
-def _act(redis: Redis, suspect: _Suspect, job_status: str | None, report: Report) -> None:
+def _decide(suspect: _Suspect, job_status: str | None) -> str:
+    """What to do with a suspect: requeue; fail (an action RQ gave up, or whose job is gone); or
+    leave (an event job RQ gave up: listed by `mediahook failed` already, replayed by a person)."""
+    if job_status in GIVEN_UP:
+        return "leave" if suspect.what == "event" else "fail"
+    if job_status is None and suspect.what == "action":
+        return "fail"  # no job to put back, and the record's params have secrets masked
+    return "requeue"
+
+
+def _act(redis: Redis, suspect: _Suspect, job_status: str | None, what_to_do: str, report: Report) -> None:
     if suspect.what == "event":
-        if job_status in GIVEN_UP:
-            return  # RQ ran out of retries: listed by `mediahook failed`, replayed by a person
         if not _requeue_job(redis, suspect.job_id):
             _recreate_event_job(redis, suspect.id, suspect.job_id)
         redis.hset(EVENT_PREFIX + suspect.id, "swept_at", repr(time.time()))
         report.events_requeued.append(suspect.id)
         return
-    if job_status in GIVEN_UP or job_status is None:
+    if what_to_do == "fail":
         # RQ gave the job up (a worker died with no retries left), or its hash is gone: the
         # action would otherwise say "running" for good. Listed and replayable, like any failure.
         why = ("its job is gone from Redis" if job_status is None else
