@@ -1,6 +1,7 @@
 """The ``mediahook`` operator commands: events, failures, replays, actions, transcodes, KooPhone,
-live jobs. Each one is a call of the admin API (app/cli_api.py: over HTTP, or in-process on the
-host) and prints the API's document: for people by default, as is with ``--json``."""
+live jobs, and the console's views (overview, streams, refusals, audit). Each one is a call of
+the admin API (app/cli_api.py: over HTTP, or in-process on the host) and prints the API's
+document: for people by default, as is with ``--json``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import click
 
 from app import cli_api
 from app import cli_format as fmt
+from app.api_schemas import EVENT_STATUSES
 from app.cli_api import ApiError, Client, path
+from app.sources import SOURCES
 
 STREAM_KEY_ENV = "MEDIAHOOK_STREAM_KEY"
 # Each poll of `events tail` looks this far back before the newest event it printed: web hosts'
@@ -62,9 +65,9 @@ def _refs(refs: Mapping[str, Any] | None) -> str:
 
 def _event_filters(f: Callable) -> Callable:
     for option in reversed([
-        click.option("--source", help="metastudio or cdnetworks."),
+        click.option("--source", type=click.Choice(tuple(SOURCES))),
         click.option("--type", "type_", help="Event type, e.g. VOD_UPLOAD, RTMP_STREAM_STATE_CHANGE."),
-        click.option("--status", type=click.Choice(["queued", "ignored", "processed"])),
+        click.option("--status", type=click.Choice(EVENT_STATUSES)),
         click.option("--room", "room_id", help="MetaStudio room id."),
         click.option("--job", "job_id", help="MetaStudio live job id."),
         click.option("--video", "video_id", help="CDNetworks video id."),
