@@ -114,6 +114,21 @@ def test_action_whose_job_rq_gave_up_is_marked_failed_not_left_running(vendor_ap
     assert total(get_metrics(vendor_app.test_client()), "mediahook_sweep_failed_total", what="action") == 1
 
 
+def test_action_whose_job_is_gone_is_marked_failed(vendor_app, redis_client):
+    """No job to put back (its hash is gone, and the record's params have secrets masked): the
+    action is listed as failed, for a replay of its event to queue it anew."""
+    [action_id] = ops.koophone_apply(redis_client, _worker_settings(), "low", ["phone-x"])
+    job_id = actions.job_id(action_id)
+    assert redis_client.lpop(queue(redis_client, ACTIONS_QUEUE).key) == job_id.encode()
+    redis_client.delete(Job.key_for(job_id))
+
+    report = run_sweep(redis_client)
+    assert report.actions_failed == [action_id] and not report.actions_requeued
+    record = actions.record(redis_client, action_id)
+    assert record["status"] == "failed" and "gone" in record["last_error"]["message"]
+    assert redis_client.zscore(actions.OPEN_INDEX, action_id) is None
+
+
 def test_live_jobs_are_not_touched(base_config, sim, redis_client, workers, make_app):
     """Queued and scheduled jobs (no worker yet), then a job running in a real worker with its
     heartbeat: all live, none queued again, none counted."""
