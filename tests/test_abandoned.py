@@ -99,3 +99,27 @@ def test_killed_worker_and_scheduler_resume_within_a_minute(base_config, sim, re
     assert actions.record(redis_client, later)["attempts"] == 1
     new_owner = scheduler_locks(redis_client)[QUEUES[0]][0]
     assert new_owner and new_owner != old_owner  # worker 2's scheduler took over
+
+
+def test_scheduler_locks_lapse_soon_and_a_live_scheduler_takes_over_a_dead_ones_queue(redis_client):
+    """RQ's lock lives 61 s and a scheduler holding some queues retries the others every 2 min;
+    here a lock lapses SCHEDULER_LOCK_TTL after its last beat, and the retry comes as often."""
+    from datetime import timedelta
+
+    events, actions_queue = QUEUES
+    dead = RQScheduler.get_locking_key(actions_queue)
+    redis_client.set(dead, "a-scheduler-that-died", ex=61)  # what RQ's own scheduler leaves
+    scheduler = recovery.BoundedLockScheduler(list(QUEUES), connection=redis_client)
+    assert scheduler.acquire_locks() == {events}
+    assert 0 < redis_client.ttl(RQScheduler.get_locking_key(events)) <= recovery.SCHEDULER_LOCK_TTL
+    scheduler.heartbeat()
+    assert 0 < redis_client.ttl(RQScheduler.get_locking_key(events)) <= recovery.SCHEDULER_LOCK_TTL
+    assert redis_client.ttl(dead) > recovery.SCHEDULER_LOCK_TTL  # another's lock: never shortened
+    assert not scheduler.should_reacquire_locks
+
+    redis_client.delete(dead)  # the dead one's lock lapsed
+    scheduler.lock_acquisition_time -= timedelta(seconds=recovery.SCHEDULER_LOCK_TTL + 1)
+    assert scheduler.should_reacquire_locks
+    assert scheduler.acquire_locks() == set(QUEUES)
+    assert redis_client.get(dead) == scheduler.name.encode()
+    scheduler.release_locks()

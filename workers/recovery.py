@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from redis import Redis
@@ -95,6 +96,16 @@ class BoundedLockScheduler(RQScheduler):
         if self._acquired_locks:
             keys = [self.get_locking_key(name) for name in sorted(self._acquired_locks)]
             self.connection.eval(_SHORTEN_LOCKS, len(keys), *keys, self.name, SCHEDULER_LOCK_TTL)
+
+    @property
+    def should_reacquire_locks(self) -> bool:
+        """A scheduler holding some queues' locks tries for the others every SCHEDULER_LOCK_TTL
+        (RQ: every 2 min), so it also takes over the queues of a scheduler that died."""
+        if self._queue_names == self.acquired_locks:
+            return False
+        if not self.lock_acquisition_time:
+            return True
+        return (datetime.now() - self.lock_acquisition_time).total_seconds() > SCHEDULER_LOCK_TTL
 
     def acquire_locks(self, auto_start: bool = False) -> set[str]:
         locks = super().acquire_locks(auto_start=auto_start)
