@@ -16,14 +16,15 @@ a job's registry entry outlives its beat   +60 s      ``HEARTBEAT_GRACE``
 maintenance (finds abandoned jobs)         600 s      ``MAINTENANCE_INTERVAL``
 an idle worker's wait on the queue         405 s      ``WORKER_TTL`` - 15 s
 scheduler lock of a dead scheduler         61 s       ``SCHEDULER_LOCK_TTL``
+a scheduler retries the locks it lacks     120 s      ``SCHEDULER_LOCK_TTL``
 a queue's maintenance lock                 899 s      ``MAINTENANCE_LOCK_TTL``
 ========================================  =========  ==========================================
 
 ``resume_bound`` adds them up: the worst case from a worker's death to its job running again
-on an idle worker. Only a worker that forks a work horse (``rq.Worker`` and its subclasses)
-heartbeats during a job; ``SimpleWorker`` cannot, so RQ keeps its entry for the job's timeout
-+ 60 s and this module leaves that alone (a job running longer than the grace would otherwise
-be taken for abandoned and run twice).
+on an idle worker. A worker that forks a work horse (``rq.Worker`` and its subclasses) beats
+during a job; RQ's ``SimpleWorker`` cannot, so RQ keeps its entry for the job's timeout + 60 s
+and this module leaves that alone (a job running longer than the grace would otherwise be taken
+for abandoned and run twice); ``workers.pool.PoolWorker`` beats from a thread and sets its own.
 
 Each worker's maintenance pass also runs the sweep (``workers.sweep``): events and actions whose
 record says they are not done but whose job is nowhere in RQ.
