@@ -293,13 +293,27 @@ def fresh_aof(client: Redis, timeout: float = 30.0) -> None:
             client.bgrewriteaof()
 
 
-def measure(server: Server, args: argparse.Namespace, duration: float, delay_ms: float = 0.0) -> Result:
+def drained(client: Redis, spool_dir: str, timeout: float = 60.0) -> None:
+    """Until the web side's spool is empty (its drainers moved every file into Redis)."""
+    deadline = time.monotonic() + timeout
+    while any(Path(spool_dir).glob("*.event.json")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the spool did not drain in {timeout:g} s")
+        time.sleep(0.1)
+
+
+def measure(server: Server, args: argparse.Namespace, duration: float, delay_ms: float = 0.0,
+            stall: bool = False) -> Result:
     """One wrk run against ``server``: the same script and parameters for every app.
 
     Also counts the CPU each side used, since on a shared 2-core box wrk and redis-server
     compete with the app. For mediahook and floor, Redis is emptied and its command counters
     reset first, so that the queue length (mediahook) or the SET count (floor) afterwards is
-    what this run stored."""
+    what this run stored.
+
+    ``stall``: redis-server is SIGSTOPped for the whole run (callbacks must be answered from the
+    spool) and SIGCONTed after it; the queue is counted once the spool has drained into Redis, so
+    the check that every accepted event is queued once still holds."""
     port = server.port
     path = signed_url(f"http://127.0.0.1:{port}{LIVE_EVENTS}", KEY)[len(f"http://127.0.0.1:{port}"):]
     env = {**os.environ, "BENCH_PATH": path, "BENCH_DELAY_MS": f"{delay_ms:.3f}",
@@ -321,9 +335,18 @@ def measure(server: Server, args: argparse.Namespace, duration: float, delay_ms:
                     machine_busy_idle())
 
         before = snapshot()
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60,
-                             preexec_fn=pin_to(args.wrk_cpus))
+        stopped = bool(stall and redis_pids)
+        if stopped:
+            os.kill(redis_pids[0], signal.SIGSTOP)
+        try:
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60,
+                                 preexec_fn=pin_to(args.wrk_cpus))
+        finally:
+            if stopped:
+                os.kill(redis_pids[0], signal.SIGCONT)
         after = snapshot()
+        if stopped:
+            drained(client, args.spool_dir)
         stored = per_trip = None
         if client:
             # redis-server writes a client's replies once per event-loop pass, so commands per
@@ -411,7 +434,16 @@ def bench_worker_class(worker_class: str, tmp: Path, config: Path, redis: RedisS
             for app in ORDER:
                 run(servers[app], half, "half", delay_ms)
 
-    s: dict = {"label": label, "half_target": target, "half_delay_ms": delay_ms}
+        # Redis hung (SIGSTOP) for a whole run at the same pacing: answered from the spool.
+        stalled: list[Result] = []
+        if args.stall_seconds:
+            result = measure(servers["mediahook"], args, args.stall_seconds, delay_ms, stall=True)
+            print(f"  stalled-Redis {result.line()}", flush=True)
+            problems.extend(f"{label} stalled-Redis mediahook: {p}" for p in result.problems(args.connections))
+            stalled.append(result)
+
+    s: dict = {"label": label, "half_target": target, "half_delay_ms": delay_ms,
+               "stalled": [dataclasses.asdict(r) for r in stalled]}
     for app in ORDER:
         s[app] = {kind: {"rate": median(runs[app], "rate"), "p50_ms": median(runs[app], "p50_ms"),
                          "p99_ms": median(runs[app], "p99_ms"),
@@ -452,7 +484,11 @@ def bench_worker_class(worker_class: str, tmp: Path, config: Path, redis: RedisS
           f"   half of mediahook's peak (target {target:.0f} req/s, delay {delay_ms:.2f} ms per connection)\n" +
           row("half", "mediahook", half, f"   (target p99 < 10 ms: {'met' if half_p99 < 10 else 'NOT met'})") +
           row("half", "floor", half, "   (same pacing, for scale)") +
-          row("half", "bare", half, "   (same pacing, for scale)"), end="", flush=True)
+          row("half", "bare", half, "   (same pacing, for scale)") +
+          "".join(f"   Redis SIGSTOPped for {args.stall_seconds:g} s, same pacing (spooled, drained after):\n"
+                  f"         mediahook {r.rate:6.0f} req/s   p50 {r.p50_ms:5.2f} ms   p99 {r.p99_ms:6.2f} ms   "
+                  f"answered 200 {r.ok}, queued once drained {r.stored}   (target p99 <= 100 ms: "
+                  f"{'met' if r.p99_ms <= 100 else 'NOT met'})\n" for r in stalled), end="", flush=True)
     return s, problems
 
 
@@ -474,6 +510,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{who}-cpus", type=parse_cpus, metavar="LIST",
                        help=f"run {what} on these CPUs only, e.g. 0-1 or 0,2 (default: no pinning). On a "
                             "machine with cores to spare, give each its own to see the app without the others")
+    p.add_argument("--stall-seconds", type=float, default=10,
+                   help="a run of mediahook at the half-peak pacing with redis-server SIGSTOPped (0: none; "
+                        "default 10 s)")
     p.add_argument("--json", metavar="PATH", help="also write the summaries and every run to this JSON file")
     p.add_argument("--close", action="store_true",
                    help="send 'Connection: close' (one request per connection, as nginx without upstream "
@@ -515,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             if redis.process:
                 pin_process(redis.process.pid, args.redis_cpus)
             config = write_config(tmp, redis.url)
+            args.spool_dir = str(tmp / "spool")
             for worker_class in classes:
                 summaries[worker_class], found = bench_worker_class(worker_class, tmp, config, redis, args)
                 problems += found

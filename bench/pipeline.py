@@ -1,25 +1,32 @@
 """Pipeline benchmark: events per second through the worker side, and the latency from a
 callback received to the vendor call made, for the live path (stream state change → FlightHub
-converter PUT), with the worker the Procfile runs (`mediahook worker`: RQ's forking worker
-with the scheduler).
+converter PUT), with the worker the Procfile runs (`mediahook worker`: a pool of job processes),
+next to RQ's own rate for no-op jobs measured in the same run.
 
-    python -m bench.pipeline                    # 400 events over 8 rooms, 1 worker process
-    python -m bench.pipeline --events 1000 --rooms 20 --workers 2 --rate 50
+    python -m bench.pipeline                      # 1000 events at full speed + 500 paced at 50/s
+    python -m bench.pipeline --worker-class rq.Worker --processes 1     # the old forking worker
+    python -m bench.pipeline --events 2000 --rooms 20 --rate 30 --skip-reference
 
 What it starts (all on 127.0.0.1, all stopped on exit, Ctrl-C or error): its own redis-server,
-the vendor simulators, gunicorn with deploy/gunicorn.conf.py, and N `mediahook worker`
-processes. It posts signed RTMP_STREAM_STATE_CHANGE callbacks (CONNECTED / END alternating per
-room, unique bodies) either as fast as the web side takes them or paced with --rate, then waits
-until every event's reconcile action has finished.
+the vendor simulators (threads in this process), gunicorn with deploy/gunicorn.conf.py and 2
+workers, and one `mediahook worker` (with --processes N; default: the number of cores). It posts
+signed RTMP_STREAM_STATE_CHANGE callbacks (CONNECTED / END alternating per room, unique bodies)
+from one client, then waits until every event's reconcile action has finished.
 
 Figures:
-  * throughput: events fully processed (event job + reconcile job, converter PUT made) per
-    second, from the first callback to the last action finished;
+  * RQ's reference: no-op jobs per second of `rq worker --burst --quiet` with the forking Worker
+    and with SimpleWorker, as many processes as the pool has, timed from the first job started
+    to the last one ended (so process start-up is not counted);
+  * throughput: events fully processed (event job + reconcile, converter PUT made) per second,
+    from the first callback to the last action finished, with the callbacks posted as fast as
+    the web side takes them; each event is at least two jobs, so jobs/s = 2 × events/s, and the
+    ratio to RQ's no-op rate is printed;
   * latency per event: the converter action's finish time (just after the PUT returned) minus
-    the event's received time, p50/p99; with --rate below the throughput this is what a live
-    show sees, at full speed it is mostly queueing;
-  * the number of PUTs the simulator received (convergence skips a PUT when the converter is
-    already in the wanted state, so it can be fewer than the events).
+    the event's received time, p50/p99. At full speed it is mostly queueing; the paced run
+    (--rate, default 50/s) is what a live show sees;
+  * CPU ms per event of each process group: web (gunicorn), worker (pool and job processes),
+    redis-server, and this process (the poster and the simulators): on a 2-core box they all
+    share the cores, so the worker's figure is what would scale on a host of its own.
 """
 
 from __future__ import annotations
@@ -37,16 +44,24 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import requests
+from rq import Queue
 
 from app.embedded_redis import RedisServer
 from app.sources.metastudio import signed_url
+from bench.ingest import cpu_seconds, load_average
 from simulators import serve
 from tests.helpers import free_port, to_toml
 from workers.actions import ACTION_PREFIX, EVENT_ACTIONS_PREFIX
+from workers.pool import default_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-metastudio-key-0123456789a"
 LIVE_EVENTS = "/hooks/metastudio/live-events"
+NOOP_QUEUE = "bench-noop"
+REFERENCE_CLASSES = ("rq.Worker", "rq.worker.SimpleWorker")
+# The no-op of RQ's reference run: a function a forked work horse finds already imported (a job
+# in a module of its own would cost every horse that module's imports).
+NOOP_FUNC = "os.getpid"
 
 
 def write_config(tmp: Path, redis_url: str, sim_url: str, rooms: list[str]) -> Path:
@@ -56,6 +71,7 @@ def write_config(tmp: Path, redis_url: str, sim_url: str, rooms: list[str]) -> P
         "sources": {"metastudio": {"auth_type": "MSS_A", "key": KEY, "tolerance_seconds": 3600}},
         "flighthub": {"base_url": sim_url, "user_token": "sim-flighthub-token", "retry_base_seconds": 1,
                       "retry_max_seconds": 5},
+        "logging": {"level": "INFO"},  # what production runs: the cost of the log lines counts
     }
     text = to_toml(config)
     for n, room in enumerate(rooms):
@@ -75,7 +91,7 @@ def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(15)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -86,7 +102,24 @@ def wait_for(check, timeout: float, what: str) -> None:
     while not check():
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(0.05)
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it (a worker pool, its job processes, their schedulers)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [pid], [pid]
+    while frontier:
+        frontier = [p for p, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
 
 
 def body(room: str, n: int, state: str) -> bytes:
@@ -100,54 +133,92 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def run(args: argparse.Namespace) -> int:
-    rooms = [f"bench-room-{i:03d}" for i in range(args.rooms)]
-    with tempfile.TemporaryDirectory(prefix="mediahook-pipeline-") as tmp_name, ExitStack() as stack:
-        tmp = Path(tmp_name)
-        redis_server = RedisServer(str(tmp / "redis"), port=free_port()).start()
-        stack.callback(redis_server.stop)
-        sim = serve(config={"seed": 1})
-        stack.callback(sim.stop)
-        config = write_config(tmp, redis_server.url, sim.url, rooms)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAHOOK_", "REDIS_URL"))}
-        env.update(MEDIAHOOK_CONFIG=str(config), WEB_CONCURRENCY="2")
+def rq_reference(redis_server: RedisServer, worker_class: str, processes: int, jobs: int, env: dict[str, str],
+                 tmp: Path) -> float:
+    """No-op jobs per second of RQ's own `rq worker --burst` with ``worker_class``."""
+    redis = redis_server.client()
+    redis.flushall()
+    queue = Queue(NOOP_QUEUE, connection=redis)
+    queue.enqueue_many([Queue.prepare_data(NOOP_FUNC, result_ttl=600) for _ in range(jobs)])
+    procs = [start([sys.executable, "-m", "rq.cli", "worker", "--burst", "--quiet", "-w", worker_class,
+                    "--url", redis_server.url, NOOP_QUEUE], env, tmp / f"rq-{worker_class}-{i}.log")
+             for i in range(processes)]
+    for proc in procs:
+        proc.wait(600)
+    ids = queue.finished_job_registry.get_job_ids()
+    if len(ids) != jobs:
+        raise RuntimeError(f"RQ reference ({worker_class}): {len(ids)} of {jobs} jobs finished")
+    pipe = redis.pipeline()
+    for job_id in ids:
+        pipe.hmget(f"rq:job:{job_id}", "started_at", "ended_at")
+    from rq.utils import utcparse
+
+    times = [(utcparse(s.decode()), utcparse(e.decode())) for s, e in pipe.execute()]
+    span = (max(e for _, e in times) - min(s for s, _ in times)).total_seconds()
+    return jobs / span
+
+
+class Stack:
+    """Redis, simulators, web and worker, kept for every run of the mediahook pipeline."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path, stack: ExitStack) -> None:
+        self.rooms = [f"bench-room-{i:03d}" for i in range(args.rooms)]
+        self.redis_server = RedisServer(str(tmp / "redis"), port=free_port()).start()
+        stack.callback(self.redis_server.stop)
+        self.sim = serve(config={"seed": 1})
+        stack.callback(self.sim.stop)
+        config = write_config(tmp, self.redis_server.url, self.sim.url, self.rooms)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAHOOK_", "REDIS_URL"))}
+        self.env.update(MEDIAHOOK_CONFIG=str(config), WEB_CONCURRENCY="2", PYTHONPATH=str(ROOT))
         port = free_port()
-        web = start([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-                     "--bind", f"127.0.0.1:{port}", "app:create_app()"], env, tmp / "web.log")
-        stack.callback(stop, web)
-        for w in range(args.workers):
-            worker = start([sys.executable, "-m", "app.cli", "worker", "--worker-class", args.worker_class], env,
-                           tmp / f"worker-{w}.log")
-            stack.callback(stop, worker)
-        base = f"http://127.0.0.1:{port}"
+        self.web = start([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+                          "--bind", f"127.0.0.1:{port}", "app:create_app()"], self.env, tmp / "web.log")
+        stack.callback(stop, self.web)
+        cmd = [sys.executable, "-m", "app.cli", "worker", "--worker-class", args.worker_class]
+        if args.processes:
+            cmd += ["--processes", str(args.processes)]
+        self.worker = start(cmd, self.env, tmp / "worker.log")
+        stack.callback(stop, self.worker)
+        self.base = f"http://127.0.0.1:{port}"
+        self.redis = self.redis_server.client()
+        self.session = requests.Session()
 
         def up() -> bool:
             try:
-                return requests.get(base + "/readyz", timeout=1).status_code == 200
+                return self.session.get(self.base + "/readyz", timeout=1).status_code == 200
             except requests.ConnectionError:
                 return False
 
         wait_for(up, 30, "gunicorn")
-        url = signed_url(base + LIVE_EVENTS, KEY)
-        redis = redis_server.client()
-        session = requests.Session()
-        print(f"pipeline: {args.events} events over {args.rooms} rooms, {args.workers} {args.worker_class} "
-              f"process(es), "
-              f"{'as fast as accepted' if not args.rate else f'{args.rate:g}/s'}", flush=True)
+        self.url = signed_url(self.base + LIVE_EVENTS, KEY)
+        self.first = 0
 
+    def cpu(self) -> dict[str, float]:
+        return {"web": cpu_seconds(descendants(self.web.pid)), "worker": cpu_seconds(descendants(self.worker.pid)),
+                "redis": cpu_seconds([self.redis_server.process.pid] if self.redis_server.process else []),
+                "bench+sim": time.process_time()}
+
+    def run(self, events: int, rate: float, timeout: float) -> dict:
+        """Post ``events`` callbacks (paced at ``rate``/s, or as fast as taken), wait for every
+        action; the figures."""
+        rooms = self.rooms
         ids: list[str] = []
+        cpu0 = self.cpu()
         t0 = time.monotonic()
-        for n in range(args.events):
+        for i in range(events):
+            n = self.first + i
             room = rooms[n % len(rooms)]
             state = "CONNECTED" if (n // len(rooms)) % 2 == 0 else "END"
-            r = session.post(url, data=body(room, n, state), timeout=10)
+            r = self.session.post(self.url, data=body(room, n, state), timeout=10)
             r.raise_for_status()
             ids.append(r.json()["event_id"])
-            if args.rate:
-                ahead = t0 + (n + 1) / args.rate - time.monotonic()
+            if rate:
+                ahead = t0 + (i + 1) / rate - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)
+        self.first += events
         posted = time.monotonic() - t0
+        redis = self.redis
 
         def finished() -> bool:
             pipe = redis.pipeline()
@@ -162,9 +233,9 @@ def run(args: argparse.Namespace) -> int:
                     pipe.hget(ACTION_PREFIX + action_id.decode(), "status")
             return all(st in (b"succeeded", b"skipped", b"failed") for st in pipe.execute())
 
-        wait_for(finished, args.timeout, "every action to finish")
+        wait_for(finished, timeout, "every action to finish")
         elapsed = time.monotonic() - t0
-
+        cpu1 = self.cpu()
         latencies, statuses = [], {}
         for event_id in ids:
             received = float(redis.hget(f"mh:event:{event_id}", "received_at"))
@@ -172,25 +243,73 @@ def run(args: argparse.Namespace) -> int:
                 status, done = redis.hmget(ACTION_PREFIX + action_id.decode(), "status", "updated_at")
                 statuses[status.decode()] = statuses.get(status.decode(), 0) + 1
                 latencies.append((float(done) - received) * 1000)
-        puts = requests.get(f"{sim.url}/_sim/calls", params={"vendor": "flighthub", "endpoint": "update"},
-                            timeout=10).json()["calls"]
-        print(f"  posted {args.events} callbacks in {posted:.2f}s ({args.events / posted:.0f}/s accepted)")
-        print(f"  processed end to end in {elapsed:.2f}s: {args.events / elapsed:.1f} events/s "
-              f"(event job + converter reconcile each)")
-        print(f"  received → converter call made: p50 {statistics.median(latencies):.1f} ms, "
-              f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms")
-        print(f"  actions: {statuses}; converter PUTs at the simulator: {len(puts)}")
-        return 0 if set(statuses) <= {"succeeded", "skipped"} else 1
+        return {"events": events, "posted_s": posted, "elapsed_s": elapsed, "rate": events / elapsed,
+                "p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 99), "max_ms": max(latencies),
+                "statuses": statuses,
+                "cpu_ms_per_event": {k: (cpu1[k] - cpu0[k]) * 1000 / events for k in cpu0}}
+
+
+def show(label: str, r: dict) -> None:
+    cpu = "  ".join(f"{k} {v:.1f}" for k, v in r["cpu_ms_per_event"].items())
+    print(f"  {label}: {r['events']} events posted in {r['posted_s']:.1f} s ({r['events'] / r['posted_s']:.0f}/s), "
+          f"all processed in {r['elapsed_s']:.1f} s: {r['rate']:.1f} events/s ({2 * r['rate']:.0f} jobs/s)")
+    print(f"    received → converter call made: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+          f"max {r['max_ms']:.1f} ms; actions {r['statuses']}")
+    print(f"    CPU ms per event: {cpu}")
+
+
+def run(args: argparse.Namespace) -> int:
+    processes = args.processes or default_processes()
+    print(f"pipeline: `mediahook worker --worker-class {args.worker_class}` ({processes} process(es) in a pool"
+          f"{'' if args.worker_class == 'workers.pool.PoolWorker' else '; another class runs one worker'}), "
+          f"{args.rooms} rooms; load average {load_average()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="mediahook-pipeline-") as tmp_name, ExitStack() as stack:
+        tmp = Path(tmp_name)
+        st = Stack(args, tmp, stack)
+        reference: dict[str, float] = {}
+        if not args.skip_reference:
+            stop(st.worker)  # alone on the box meanwhile
+            for cls in REFERENCE_CLASSES:
+                jobs = args.reference_jobs // (4 if cls == "rq.Worker" else 1)
+                reference[cls] = rq_reference(st.redis_server, cls, processes, jobs, st.env, tmp)
+                print(f"  RQ's own rate, no-op jobs, {processes} × `rq worker --burst -w {cls}`: "
+                      f"{reference[cls]:.0f} jobs/s ({jobs} jobs)", flush=True)
+            st.redis.flushall()
+            cmd = [sys.executable, "-m", "app.cli", "worker", "--worker-class", args.worker_class,
+                   "--processes", str(processes)]
+            st.worker = start(cmd, st.env, tmp / "worker-2.log")
+            stack.callback(stop, st.worker)
+        time.sleep(2)  # the worker's processes start and connect
+        results = {"full speed": st.run(args.events, 0.0, args.timeout)}
+        show("full speed", results["full speed"])
+        if args.rate:
+            results[f"paced {args.rate:g}/s"] = r = st.run(args.paced_events, args.rate, args.timeout)
+            show(f"paced at {args.rate:g}/s", r)
+        full = results["full speed"]
+        for cls, rate in reference.items():
+            print(f"  ratio to RQ's no-op {cls}: events/s {full['rate'] / rate:.2f}×, "
+                  f"jobs/s {2 * full['rate'] / rate:.2f}×")
+        print(f"  load average after: {load_average()}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"reference": reference, "runs": results}, indent=2))
+        ok = all(set(r["statuses"]) <= {"succeeded", "skipped"} for r in results.values())
+        return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=int, default=400)
+    p.add_argument("--events", type=int, default=1000, help="events of the full-speed run")
+    p.add_argument("--rate", type=float, default=50.0, help="callbacks per second of the paced run (0: none)")
+    p.add_argument("--paced-events", type=int, default=500, help="events of the paced run")
     p.add_argument("--rooms", type=int, default=8, help="rooms (each bound to its own converter)")
-    p.add_argument("--workers", type=int, default=1, help="`mediahook worker` processes (the Procfile runs 1)")
-    p.add_argument("--worker-class", default="rq.Worker", help="passed to `mediahook worker` (default rq.Worker)")
-    p.add_argument("--rate", type=float, default=0.0, help="callbacks per second (default: as fast as accepted)")
+    p.add_argument("--processes", type=int, default=0, help="`mediahook worker --processes` (default: cores)")
+    p.add_argument("--worker-class", default="workers.pool.PoolWorker",
+                   help="passed to `mediahook worker` (default: the pool; rq.Worker: the old forking worker)")
+    p.add_argument("--reference-jobs", type=int, default=4000, help="no-op jobs for SimpleWorker (a quarter "
+                                                                    "for the forking Worker)")
+    p.add_argument("--skip-reference", action="store_true", help="do not measure RQ's no-op rates")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the actions")
+    p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
