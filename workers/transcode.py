@@ -208,6 +208,8 @@ def _end_badly(redis: Redis, video_id: str, rung: str, state: dict[str, str], en
         "rung_state": ending, "task_id": state.get("task_id") or None})
     _set(redis, video_id, rung, state=ending, error=f"{code}: {message}" if ending == "failed" else message,
          error_code="" if code is None else code, error_message=message, ended_at=repr(time.time()))
+    log.warning("transcode %s/%s ended %s (task %s): %s %s", video_id, rung, ending, state.get("task_id") or "-",
+                code, message)
 
 
 def _retire(state: dict[str, str]) -> str:
