@@ -390,12 +390,13 @@ def _record_task(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task: 
     result = {"task_id": task.id, "rung": rung, "template_id": task.task_config_temp_id}
     if adopted:
         result["adopted"] = adopted
-    if task.status == muducloud.SUCCESS:
+    if task.status == muducloud.SUCCESS and not sweep_since:
         _set(redis, video_id, rung, **fields, state="success", progress=1.0, target_url=task.target_url or "",
              error="", ended_at=repr(now))
         return result
-    _set(redis, video_id, rung, **fields, state="submitted" if task.status == 0 and not adopted else task.state,
-         poll_n=1, progress=task.progress)
+    # (A task already done but with a sweep due is polled once, and the poll sweeps.)
+    state = "submitted" if (task.status == 0 and not adopted) or task.status == muducloud.SUCCESS else task.state
+    _set(redis, video_id, rung, **fields, state=state, poll_n=1, progress=task.progress)
     _schedule_poll(redis, cfg, video_id, rung, task.id, 1)  # a kill before this: the retried submit schedules it
     return result
 
