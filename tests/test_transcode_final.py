@@ -8,6 +8,7 @@ simulator, jobs run by `drive`."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -394,3 +395,26 @@ def test_a_resubmit_lost_between_recording_and_queueing_it_is_queued_by_the_next
           what="the rung to end")
     assert rung(redis_client, "VLOSTRESUB", "360")["state"] == "success"
     assert len(sim_calls(sim.url, "muducloud", "create-transcode")) == 3  # the failed one, the resubmit, VOTHER
+
+
+def test_a_create_that_lands_after_its_timeout_is_deleted_once_the_rung_is_final(make_app, make_sim, drive,
+                                                                                  redis_client):
+    """The first create times out on our side and is still in flight at Muducloud: the retry's
+    lookup finds nothing and creates a second task; the first lands later. Once the rung is
+    final, the look for a late duplicate deletes it: no task is left running untracked."""
+    sim = make_sim(transcode_seconds=2.0)
+    client = make_app(**sections_for(sim.url, ladder=["360"])).test_client()  # read timeout 1 s
+    set_faults(sim.url, {"muducloud": {"create-transcode": {"latency_ms": 1500}}})
+    # Only the first create is slow: the fault is cleared while it is in flight.
+    threading.Timer(0.3, set_faults, (sim.url, {})).start()
+    client.post(UPLOAD, data=upload_body(("VLATEDUP", 720)))
+    drive(lambda: rung(redis_client, "VLATEDUP", "360").get("state") in transcode.FINAL_STATES
+          and not rung(redis_client, "VLATEDUP", "360").get("sweep_since"), what="the rung to end")
+
+    state = rung(redis_client, "VLATEDUP", "360")
+    assert state["state"] == "success"
+    first, second = sim_calls(sim.url, "muducloud", "create-transcode")
+    assert first["answer"]["body"]["id"] != state["task_id"] == second["answer"]["body"]["id"]
+    tasks = {t["id"]: t for t in sim_tasks(sim.url)}
+    assert tasks[first["answer"]["body"]["id"]]["status"] == 4  # the late one, deleted
+    assert [t["id"] for t in tasks.values() if t["status"] in (-1, 0, 1, 2)] == [state["task_id"]]
