@@ -91,7 +91,7 @@ def make_plan(n: int, rooms: list[str], run: str, seed: int, *, live_starts: int
     room_of = [rng.choice(rooms) if k == "room" else None for k in kinds]
     per_room: dict[str, list[tuple[str, str, Any]]] = {}
     for r, room in enumerate(rooms):
-        gen = room_events(f"{run}-r{r}", random.Random(f"{seed}-{room}"))
+        gen = room_events(f"{run}-r{r}", random.Random(f"{seed}-{r}"))  # not the name: it carries the run id
         per_room[room] = [next(gen) for _ in range(room_of.count(room))]
         # A room whose last callback opens a new job (CONNECTING) would leave that job implying
         # nothing yet: end on a script switch of the job before instead.
