@@ -74,10 +74,23 @@ def live_job_ids(redis: Redis) -> set[str]:
 
 
 def event_statuses(redis: Redis, event_ids: list[str]) -> dict[str, bytes | None]:
+    """Each event's status; a re-delivery recorded as a ``duplicate`` (it was spooled apart from
+    its original) has the status of the original it names."""
     pipe = redis.pipeline(transaction=False)
     for event_id in event_ids:
-        pipe.hget(EVENT_PREFIX + event_id, "status")
-    return dict(zip(event_ids, pipe.execute(), strict=True))
+        pipe.hmget(EVENT_PREFIX + event_id, "status", "duplicate_of")
+    out: dict[str, bytes | None] = {}
+    originals: dict[str, str] = {}
+    for event_id, (status, original) in zip(event_ids, pipe.execute(), strict=True):
+        out[event_id] = status
+        if status == b"duplicate" and original:
+            originals[event_id] = original.decode()
+    if originals:
+        pipe = redis.pipeline(transaction=False)
+        for original in originals.values():
+            pipe.hget(EVENT_PREFIX + original, "status")
+        out.update(zip(originals, pipe.execute(), strict=True))
+    return out
 
 
 def expected_rungs(settings: Settings, videos: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:

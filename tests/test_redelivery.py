@@ -13,12 +13,14 @@ import shutil
 import time
 
 import pytest
-from rq import Queue
+from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from app import spool
 from app.embedded_redis import RedisServer
 from app.sources.metastudio import signature_headers
 from tests.helpers import LIVE_EVENTS, MS_KEY, MS_TOKEN, free_port, live_event, signed_path, wait_until
+from workers import ops
 from workers.queues import EVENTS_QUEUE
 
 URL = "http://localhost" + LIVE_EVENTS  # what the test client's requests look like
@@ -221,6 +223,13 @@ def test_a_redelivery_never_overtakes_its_spooled_original(make_app, down_redis)
     stored = runtime.store.get(first.id)
     assert float(stored["received_at"]) == first.received_at
     assert stored["sent_at"] == repr(first.sent_at) and first.sent_at is not None
+
+    # Replaying the alias (a person with the id the retry was answered with) acts on nothing.
+    ops.replay(redis, second.id)
+    SimpleWorker([Queue(EVENTS_QUEUE, connection=redis)], connection=redis).work(burst=True, with_scheduler=False)
+    replayed = Job.fetch(f"event-{second.id}-replay-1", connection=redis)
+    assert replayed.return_value() == "duplicate"
+    assert runtime.store.get(second.id)["status"] == "duplicate"
 
 
 def test_a_redelivery_recorded_before_the_spool_drains_takes_the_first_time(make_app, down_redis, tmp_path):

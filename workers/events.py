@@ -55,8 +55,9 @@ def _process(event_id: str) -> str:
         return "expired"
     received_at = float(record[b"received_at"])
     sent_at = float(record[b"sent_at"]) if record.get(b"sent_at") else None
-    if record.get(b"status") == b"ignored":
-        return "ignored"
+    if record.get(b"status") in (b"ignored", b"duplicate"):
+        # Not ours to act on, or a re-delivery whose original (``duplicate_of``) is processed.
+        return record[b"status"].decode()
     parsed = _parse(record)
     action_ids, notes = decide(redis, settings(), event_id, parsed, received_at, sent_at)
     redis.hset(key, mapping={"status": "processed", "processed_at": repr(time.time()),
