@@ -35,7 +35,7 @@ _KEPT_ENVIRON = tuple(
 )
 _STD_ALPHABET = bytes.maketrans(b"-_", b"+/")
 
-# Issue 4 (metrics, access log): deliver() notes (event id, type label, outcome) in the WSGI
+# For the metrics and the access log: deliver() notes (event id, type label, outcome) in the WSGI
 # environ under this key; app.metrics' wrapper counts it, the access log shows the id. Types we do
 # not handle are noted as "other" (free-form strings must not become label values).
 CALLBACK_KEY = "mediahook.callback"
@@ -211,6 +211,6 @@ def deliver(event: Event, ingest: Ingest, spool_dir: str, environ: dict | None =
 
 
 def _note(environ: dict | None, event_id: str, event: Event, outcome: str) -> None:
-    """Issue 4: what became of the callback, for app.metrics' counter and the access log."""
+    """What became of the callback, for app.metrics' counter and the access log."""
     if environ is not None:
         environ[CALLBACK_KEY] = (event_id, event.type if event.status == "queued" else "other", outcome)

@@ -250,8 +250,8 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
     The body may put a JSON-able result into the yielded dict (``out["result"] = ...``).
     """
     job = get_current_job()
-    # Issue 4: the kind and event id are read with the attempt count and the "running" mark, in one
-    # round trip (the metrics' labels and the log lines' ids; the metrics write adds one at the end).
+    # The kind and event id are read with the attempt count and the "running" mark, in one round
+    # trip (the metrics' labels and the log lines' ids; the metrics write adds one at the end).
     pipe = redis.pipeline()
     pipe.hincrby(ACTION_PREFIX + action_id, "attempts", 1)
     pipe.hset(ACTION_PREFIX + action_id, mapping={"status": "running", "updated_at": _now()})
@@ -311,7 +311,7 @@ def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transie
             **({"outcome": outcome} if outcome else {}))
     if not will_retry:
         redis.zadd(FAILED_INDEX, {action_id: time.time()})
-    metrics.count_action(redis, kind, "retrying" if will_retry else "failed",  # issue 4
+    metrics.count_action(redis, kind, "retrying" if will_retry else "failed",
                          retry_reason=reason if will_retry else None)
     # One line per outcome: a retry is a WARNING, a failure for good an ERROR (it is listed).
     log.log(logging.WARNING if will_retry else logging.ERROR, "action %s %s: %s", action_id,

@@ -40,7 +40,7 @@ def _parse(record: dict[bytes, bytes]) -> Parsed:
 
 def process_event(event_id: str) -> str:
     """Decide and queue the event's actions; mark it processed. Returns its final status."""
-    with logs.context(event_id=event_id):  # issue 4: every log line of this job names the event
+    with logs.context(event_id=event_id):  # every log line of this job names the event
         return _process(event_id)
 
 

@@ -105,7 +105,7 @@ def send(vendor: str, policy: HttpPolicy, method: str, url: str, *, headers: dic
         job = get_current_job()
         if job is not None:
             vendor_rate.wait_turn(job.connection, vendor, policy.rate_limit_per_second)
-    started = time.perf_counter()  # issue 4: each call's latency and result go to the metrics
+    started = time.perf_counter()  # each call's latency and result go to the metrics
     try:
         r = session().request(method, url, headers=headers, json=json, params=params,
                               timeout=(policy.connect_timeout, policy.read_timeout))
@@ -132,7 +132,7 @@ def send(vendor: str, policy: HttpPolicy, method: str, url: str, *, headers: dic
 
 
 def _observe(vendor: str, started: float, result: str) -> None:
-    """Issue 4: count the call in Redis (see app.metrics), when it is made by a job."""
+    """Count the call in Redis (see app.metrics), when it is made by a job."""
     job = get_current_job()
     if job is not None:
         metrics.observe_vendor_call(job.connection, vendor, time.perf_counter() - started, result)
