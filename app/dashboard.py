@@ -74,7 +74,8 @@ def workers(redis: Redis) -> list[dict[str, Any]]:
     out = []
     for w in Worker.all(connection=redis):
         beat = w.last_heartbeat.timestamp() if w.last_heartbeat else None
-        out.append({"name": w.name, "hostname": w.hostname or "", "pid": w.pid, "state": getattr(w.state, "value", str(w.state)),
+        out.append({"name": w.name, "hostname": w.hostname or "", "pid": w.pid,
+                    "state": getattr(w.state, "value", str(w.state)),
                     "queues": [q.name for q in w.queues], "last_heartbeat": beat})
     return sorted(out, key=lambda w: w["name"])
 

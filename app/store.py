@@ -201,7 +201,8 @@ def sentinel_master(url: SentinelURL, settings: Settings, socket_timeout: float 
                          "retry": RedisRetry(NoBackoff(), 0)},
     )
     return sentinel.master_for(url.service_name, connection_class=_SentinelConnection, db=url.db,
-                               username=url.username, password=url.password, **_client_options(settings, socket_timeout),
+                               username=url.username, password=url.password,
+                               **_client_options(settings, socket_timeout),
                                **_KEEPALIVE)
 
 

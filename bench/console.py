@@ -145,7 +145,8 @@ def main() -> None:
             started = time.perf_counter()
             load(redis, args.events)
             load_transcodes(redis, args.videos)
-            print(f"loaded {redis.zcard(EVENTS_INDEX)} events, {args.videos} videos x 4 rungs in {time.perf_counter() - started:.1f} s; "
+            took = time.perf_counter() - started
+            print(f"loaded {redis.zcard(EVENTS_INDEX)} events, {args.videos} videos x 4 rungs in {took:.1f} s; "
                   f"Redis memory {redis.info('memory')['used_memory_human']}")
             client = app.test_client()
             sign_in(client)

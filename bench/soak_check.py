@@ -186,9 +186,9 @@ def metastudio_jobs(sim_url: str) -> list[dict]:
 # --- the figures ------------------------------------------------------------------------------
 
 def lost(redis: Redis, sent: list[Sent]) -> tuple[int, int, int, list[str]]:
-    """(lost, still queued with a live job, event job failed for good, examples). A callback is lost when none of the event
-    ids its acknowledged deliveries were given has a record, or its record is still ``queued``
-    and its job is in no queue or registry (nothing will ever run it)."""
+    """(lost, still queued with a live job, event job failed for good, examples). A callback is
+    lost when none of the event ids its acknowledged deliveries were given has a record, or its
+    record is still ``queued`` and its job is in no queue or registry (nothing will ever run it)."""
     # A re-delivery's event ids are kept with its original.
     acked = [s for s in sent if s.acked and s.kind not in ("live", "redelivery")]
     ids = sorted({i for s in acked for i in s.event_ids})

@@ -29,6 +29,9 @@ from workers.queues import QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Fixtures shared by several test files, kept in their own module.
+pytest_plugins = ["tests.worker_procs"]
+
 
 def _merge(base: dict, extra: dict) -> dict:
     out = copy.deepcopy(base)

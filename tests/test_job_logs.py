@@ -11,7 +11,6 @@ from pathlib import Path
 from app import settings as settings_mod
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import wait_until
-from tests.worker_procs import start_worker  # noqa: F401 (a fixture)
 from workers import actions, ops
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import requests
 
 from app.settings import build

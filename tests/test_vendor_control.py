@@ -14,7 +14,6 @@ from rq.job import Job, JobStatus
 from tests.conftest import _merge, vendor_sections
 from tests.helpers import wait_until
 from tests.vendor_harness import ROOT, sim_calls, toml_dumps
-from tests.worker_procs import start_worker  # noqa: F401 (a fixture)
 from workers import actions, ops, sweep, vendor_control, vendor_rate
 
 AUTH = {"Authorization": "Bearer " + "a" * 32}
@@ -100,7 +99,7 @@ def test_slots_are_spaced_on_redis_time_and_never_busy_wait(redis_client):
     waits = [vendor_rate.take_slot(redis_client, "muducloud", 10) for _ in range(5)]
     # Back to back: each call gets the next slot, 0.1 s after the one before.
     assert waits[0] == pytest.approx(0, abs=0.02)
-    for before, after in zip(waits, waits[1:]):
+    for before, after in zip(waits, waits[1:], strict=False):
         assert after - before == pytest.approx(0.1, abs=0.02)
 
 

@@ -55,7 +55,8 @@ def plan(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any]) -> tuple
         return [], []
     current = streams.current_job(streams.states(redis, room_id))
     if current != msg["job_id"]:
-        return [], [f"job {msg['job_id']} is not the current job ({current}) of room {room_id}: phones left as they are"]
+        return [], [f"job {msg['job_id']} is not the current job ({current}) of room {room_id}: "
+                    "phones left as they are"]
     action_ids = []
     for n, binding in bindings:
         for b, _ in enumerate(koophone.batches(binding.instance_ids)):
