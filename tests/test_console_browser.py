@@ -67,25 +67,24 @@ class Page:
     def open(self, path: str) -> None:
         self.driver.get(self.base + path)
 
-    def texts(self, css: str) -> list[str]:
-        from selenium.common.exceptions import StaleElementReferenceException
+    def _read(self, script: str, *args: Any) -> list[str]:
+        """One script reads every match at once, so a page swapped in meanwhile (an auto-refresh,
+        a navigation) cannot leave half-read, detached nodes; a read that meets one is tried again."""
+        from selenium.common.exceptions import WebDriverException
 
         for _ in range(5):
             try:
-                return [e.text for e in self.driver.find_elements("css selector", css)]
-            except StaleElementReferenceException:  # replaced by an auto-refresh meanwhile
+                return self.driver.execute_script(script, *args)
+            except WebDriverException:  # the document was replaced mid-read
                 continue
         return []
+
+    def texts(self, css: str) -> list[str]:
+        return self._read("return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText.trim())", css)
 
     def attrs(self, css: str, name: str) -> list[str]:
-        from selenium.common.exceptions import StaleElementReferenceException
-
-        for _ in range(5):
-            try:
-                return [e.get_attribute(name) for e in self.driver.find_elements("css selector", css)]
-            except StaleElementReferenceException:
-                continue
-        return []
+        return self._read("return Array.from(document.querySelectorAll(arguments[0]),"
+                          " e => e.getAttribute(arguments[1]))", css, name)
 
     def click(self, css: str) -> None:
         self.driver.find_element("css selector", css).click()
