@@ -4,6 +4,7 @@ warm SIGTERM), and actions keep running while events pour in."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job, JobStatus
 
 from tests import pool_jobs
 from tests.helpers import wait_until
+from tests.vendor_harness import WorkerProcess, _exited
 from workers.queues import ACTIONS_QUEUE, EVENTS_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +43,13 @@ class Pool:
                     out.append(int(entry))
         return out
 
+    def descendants(self) -> list[int]:
+        return WorkerProcess.descendants(self)  # type: ignore[arg-type]  # only reads .pid
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
@@ -60,10 +69,15 @@ def pool(write_config: Callable[..., Path], tmp_path: Path) -> Iterator[Callable
         return p
 
     yield start
-    for p in started:
+    for p in started:  # every process of the pool, and until they have exited: one still dying
+        others = p.descendants()  # while it waits on the queue could take the next test's job
         if p.proc.poll() is None:
             os.killpg(p.proc.pid, signal.SIGKILL)
-            p.proc.wait(10)
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        p.proc.wait(10)
+        wait_until(lambda: all(_exited(pid) for pid in others), timeout=10, what="the pool's processes to exit")
 
 
 def done(redis: Redis) -> dict[str, int]:
@@ -101,9 +115,14 @@ def test_a_crashing_job_takes_down_its_process_only(pool, redis_client):
     p = pool("--processes", "2")
     wait_until(lambda: len(p.job_processes()) == 2, what="two job processes")
     before = set(p.job_processes())
-    queue.enqueue("tests.pool_jobs.crash")
-    wait_until(lambda: len(set(p.job_processes()) - before) == 1 and len(p.job_processes()) == 2, timeout=30,
-               what="the crashed process to be replaced")
+    crash = queue.enqueue("tests.pool_jobs.crash")
+    try:
+        wait_until(lambda: len(set(p.job_processes()) - before) == 1 and len(p.job_processes()) == 2, timeout=30,
+                   what="the crashed process to be replaced")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: job {crash.get_status(refresh=True)}, queued {queue.job_ids}, processes "
+                             f"{before} -> {p.job_processes()}, workers "
+                             f"{[(w.pid, w.state) for w in Worker.all(connection=redis_client)]}\n{p.output()}") from None
     ids = [queue.enqueue("tests.pool_jobs.mark").id for _ in range(4)]
     wait_until(lambda: set(ids) <= set(done(redis_client)), timeout=30, what="jobs after the crash")
     assert "killed by SIGKILL" in p.output()

@@ -205,6 +205,15 @@ class Pool:
             code = EXIT_GAVE_UP
             try:
                 _die_with_parent()
+                # And so does what it forks (RQ's scheduler): left behind, it would keep this
+                # process's Redis connections open, and Redis would hand the next job to a BLPOP
+                # that nobody reads any more.
+                os.register_at_fork(after_in_child=_die_with_parent)
+                # A group of its own: a signal to the supervisor's group (a terminal's Ctrl-C, a
+                # `kill -- -PGID`) reaches the supervisor only, which passes it on once. Two
+                # SIGTERMs in a row make RQ raise its stop exception inside whatever runs, a
+                # logging call included, which then swallows it.
+                os.setpgid(0, 0)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 code = run_worker(self.make_worker(index), max_jobs=self.max_jobs,
@@ -222,7 +231,7 @@ class Pool:
         self.stopping = True
         for pid in list(self.children):
             try:
-                os.kill(pid, signal.SIGTERM)  # RQ ignores a repeat within a second (a group signal + ours)
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
