@@ -21,8 +21,9 @@ from redis import Redis, RedisError
 from app import api_schemas as s
 from app import audit, dashboard, rejections
 from app.fields import flatten_errors
-from app.receive import Unsupported, decode_body, error_response, json_response, read_body
+from app.receive import error_response, json_response, read_body
 from app.settings import Settings
+from app.sources.body import Unsupported, decode_body
 
 
 def _ops():

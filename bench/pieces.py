@@ -38,9 +38,10 @@ from flask import Flask, request
 from app import create_app, receive
 from app.batching import IngestBatcher
 from app.embedded_redis import RedisServer
-from app.receive import _kept_headers, decode_body, json_response, read_body
+from app.receive import _kept_headers, json_response, read_body
 from app.settings import Settings, build
 from app.sources import metastudio
+from app.sources.body import decode_body
 from app.store import INGEST_SCRIPT, Event, EventStore, dedup_digest, new_event_id
 from bench import bare_app, floor_app
 from bench.ingest import KEY, LIVE_EVENTS, cpu_seconds, free_port

@@ -219,6 +219,24 @@ def sim() -> Iterator[Any]:
     server.stop()
 
 
+@pytest.fixture
+def make_sim():
+    """make_sim(**muducloud) -> a simulator of its own (e.g. with fail_rate, slow transcodes)."""
+    from simulators import serve
+
+    servers = []
+
+    def start(**muducloud):
+        server = serve(config={"seed": 11, "muducloud": {"transcode_seconds": 0.3, "queue_seconds": 0.05,
+                                                         **muducloud}})
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 def vendor_sections(sim_url: str) -> dict:
     """Config sections for every vendor we call, pointed at the simulators, with fast timings."""
     return {

@@ -11,7 +11,6 @@ import requests
 from rq import Queue
 
 from app.vendor_settings import TranscoderSchema
-from simulators import serve
 from tests.conftest import vendor_sections
 from tests.vendor_harness import TEMPLATE_IDS, UPLOAD, origin, set_faults, sim_calls, sim_tasks, upload_body
 from workers import actions, ops, transcode
@@ -35,22 +34,6 @@ def tasks_by_rung(sim_url: str) -> dict[tuple[str, int], list[dict]]:
     for task in sim_tasks(sim_url):
         out.setdefault((task["origin_url"], task["task_config_temp_id"]), []).append(task)
     return out
-
-
-@pytest.fixture
-def make_sim():
-    """make_sim(**muducloud) -> a simulator of its own (e.g. with fail_rate, slow transcodes)."""
-    servers = []
-
-    def start(**muducloud):
-        server = serve(config={"seed": 11, "muducloud": {"transcode_seconds": 0.3, "queue_seconds": 0.05,
-                                                         **muducloud}})
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def app_for(make_app, sim_url: str, **transcoder):

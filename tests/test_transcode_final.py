@@ -19,7 +19,6 @@ from rq.job import JOB_ID_PATTERN, Job
 
 from app.cli import main as cli
 from simulators import muducloud as sim_muducloud
-from simulators import serve
 from tests.conftest import vendor_sections
 from tests.helpers import wait_until
 from tests.vendor_harness import TEMPLATE_IDS, UPLOAD, origin, set_faults, sim_calls, sim_tasks, toml_dumps, upload_body
@@ -29,22 +28,6 @@ from workers.queues import QUEUES
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def make_sim():
-    """make_sim(**muducloud) -> a simulator of its own (e.g. with fail_rate, slow transcodes)."""
-    servers = []
-
-    def start(**muducloud):
-        server = serve(config={"seed": 11, "muducloud": {"transcode_seconds": 0.3, "queue_seconds": 0.05,
-                                                         **muducloud}})
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def sections_for(sim_url: str, **transcoder) -> dict:

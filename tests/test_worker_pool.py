@@ -77,7 +77,8 @@ def pool(write_config: Callable[..., Path], tmp_path: Path) -> Iterator[Callable
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         p.proc.wait(10)
-        wait_until(lambda: all(_exited(pid) for pid in others), timeout=10, what="the pool's processes to exit")
+        wait_until(lambda others=others: all(_exited(pid) for pid in others), timeout=10,
+                   what="the pool's processes to exit")
 
 
 def done(redis: Redis) -> dict[str, int]:
@@ -122,7 +123,8 @@ def test_a_crashing_job_takes_down_its_process_only(pool, redis_client):
     except AssertionError as exc:
         raise AssertionError(f"{exc}: job {crash.get_status(refresh=True)}, queued {queue.job_ids}, processes "
                              f"{before} -> {p.job_processes()}, workers "
-                             f"{[(w.pid, w.state) for w in Worker.all(connection=redis_client)]}\n{p.output()}") from None
+                             f"{[(w.pid, w.state) for w in Worker.all(connection=redis_client)]}\n"
+                             f"{p.output()}") from None
     ids = [queue.enqueue("tests.pool_jobs.mark").id for _ in range(4)]
     wait_until(lambda: set(ids) <= set(done(redis_client)), timeout=30, what="jobs after the crash")
     assert "killed by SIGKILL" in p.output()
