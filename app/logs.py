@@ -26,9 +26,8 @@ from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.redact import MASK, secret_name  # the one secret rule
 from app.settings import Settings
-
-MASK = "***"
 
 _event_id: ContextVar[str | None] = ContextVar("mediahook_event_id", default=None)
 _action_id: ContextVar[str | None] = ContextVar("mediahook_action_id", default=None)
@@ -51,11 +50,6 @@ def context(*, event_id: str | None = None, action_id: str | None = None) -> Ite
 
 # --- masking --------------------------------------------------------------------------------
 
-# A name is secret if it ends in token/secret/password/signature/authorization/credentials or
-# is a "*_key" / "key" (stream_key, api_key, hwSecret, x-hw-mss-secret, auth_token, ...).
-_SECRET_NAME = re.compile(
-    r"(?i)(?:token|secret|passw(?:or)?d|signature|authorization|credentials?|cookie)s?$|(?:^|[_.-])keys?$")
-
 # "name=" / "name:" (optionally quoted, also inside JSON-in-a-string), the name starting where a
 # word starts: anchoring it keeps the scan linear (a looser prefix pattern was quadratic on long
 # words). Values are only skipped once masked, so a secret pair inside a harmless one's value
@@ -69,10 +63,6 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@
 
 
 @functools.lru_cache(maxsize=4096)  # names repeat: the same extra fields and parameters on every line
-def secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
-
-
 def _mask_pairs(text: str) -> str:
     out, pos = [], 0
     for m in _NAME_SEP.finditer(text):

@@ -1,21 +1,29 @@
-"""Masking secrets (tokens, keys, signatures, ``stream_key``) wherever an event is shown."""
+"""THE secret rule, and masking secrets (tokens, keys, signatures, ``stream_key``) wherever an
+event is shown; the log formatter (app/logs.py) masks by the same rule."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 MASK = "***"
-SECRET_NAMES = frozenset({
-    "stream_key", "stream_keys", "key", "token", "hwsecret", "x-hw-mss-secret", "auth_token",
-    "user_token", "x-auth-token", "x-user-token", "password", "secret", "authorization",
-})
+
+# A name is secret if it ends in token/secret/password/signature/authorization/credentials or
+# is a "*_key" / "key" (stream_key, api_key, hwSecret, x-hw-mss-secret, auth_token, ...).
+_SECRET_NAME = re.compile(
+    r"(?i)(?:token|secret|passw(?:or)?d|signature|authorization|credentials?|cookie)s?$|(?:^|[_.-])keys?$")
+
+
+def secret_name(name: str) -> bool:
+    """Whether a field, header or parameter of this name holds a secret."""
+    return bool(_SECRET_NAME.search(name))
 
 
 def redact(value: Any) -> Any:
     """A copy of a decoded JSON value with secret-named fields masked, also inside JSON-in-a-string."""
     if isinstance(value, dict):
-        return {k: (MASK if k.lower() in SECRET_NAMES and v not in (None, "") else redact(v)) for k, v in value.items()}
+        return {k: (MASK if secret_name(k) and v not in (None, "") else redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     if isinstance(value, str) and value[:1] == "{":

@@ -15,6 +15,7 @@ import requests
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
+from app import logs
 from app.admin import token_ok
 from app.store import EVENT_PREFIX, Event, dedup_digest, job_id_for, new_event_id
 from tests.conftest import ROOM, vendor_sections
@@ -267,6 +268,19 @@ def test_event_details_mask_the_stream_key_and_never_show_tokens(api, redis_clie
     upload = api.post(UPLOAD, data=fixture_bytes("cdnetworks", "vod_upload.json")).json["event_id"]
     text = get(api, f"/api/events/{upload}").get_data(as_text=True)
     assert CDN_TOKEN not in text
+
+
+def test_the_event_view_masks_every_name_the_logs_mask(api):
+    """One secret rule: a vendor field such as api_key or access_token in a body is masked in
+    the event view as it is in the log lines."""
+    secrets = {"api_key": "k-1", "access_token": "t-2", "client_secret": "s-3", "cookie": "c-4",
+               "credentials": "p-5", "stream_key": "sk-6"}
+    body = live_event("RTMP_STREAM_STATE_CHANGE", room_id=ROOM, job_id=JOB, output_url="rtmp://x/y",
+                      state="CONNECTED", **secrets)
+    event_id = post_live(api, body)
+    message = json.loads(get(api, f"/api/events/{event_id}").json["body"]["message"])
+    assert {name: message[name] for name in secrets} == dict.fromkeys(secrets, "***")
+    assert all(logs.Redactor(()).value({name: "v"}) == {name: "***"} for name in secrets)
 
 
 def test_unknown_ids_are_404_json(vendor_api):
