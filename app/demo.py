@@ -21,7 +21,9 @@ from app.settings import Settings
 from app.sources.metastudio import signature_headers, signed_url
 from workers import ops
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+# The documented upload callback, shipped in the package (an installed copy has no tests/ folder;
+# tests/test_packaging.py keeps it equal to tests/fixtures/cdnetworks/vod_upload.json).
+UPLOAD_EXAMPLE = Path(__file__).resolve().parent / "demo_data" / "vod_upload.json"
 ROOM = "26f065244f754b3aa853b649a21aaf66"  # the room in MetaStudio's documented examples
 
 
@@ -92,7 +94,7 @@ def run_demo(s: Settings, redis: Redis, echo: Callable[[str], None], timeout: fl
     live_job = f"demo-{uuid.uuid4().hex[:8]}"
     common = {"room_id": ROOM, "job_id": live_job}
     upload = _post(f"{s.public_base_url}/hooks/cdnetworks/vod-upload?token={s.cdnetworks.token}",
-                   (FIXTURES / "cdnetworks" / "vod_upload.json").read_bytes(), {"Content-Type": "application/json"})
+                   UPLOAD_EXAMPLE.read_bytes(), {"Content-Type": "application/json"})
     echo(f"upload callback         → event {upload}")
     stream = dict(common, output_url="rtmp://live.example.com/app", stream_key="demo-secret-key")
     connected = _post_live(s, _live_event("RTMP_STREAM_STATE_CHANGE", **stream, state="CONNECTED"))
