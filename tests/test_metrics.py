@@ -253,8 +253,16 @@ def gunicorn_proc(gunicorn_process):
 def test_one_scrape_reports_every_gunicorn_worker_even_a_dead_one(gunicorn_proc, tmp_path, redis_client):
     prom = tmp_path / "prom"
     base, proc, _ = gunicorn_proc({"PROMETHEUS_MULTIPROC_DIR": str(prom)})
-    _post_many(base, 40)
-    assert len(list(prom.glob("counter_*.db"))) >= 2  # both workers took callbacks
+    # The kernel may hand every connection to one worker; pausing each in turn makes both count.
+    wait_until(lambda: len(_worker_pids(proc.pid)) == 2, timeout=20, what="both gunicorn workers")
+    first, second = _worker_pids(proc.pid)
+    for paused in (first, second):
+        os.kill(paused, signal.SIGSTOP)
+        try:
+            _post_many(base, 20)
+        finally:
+            os.kill(paused, signal.SIGCONT)
+    assert len(list(prom.glob("counter_*.db"))) == 2  # both workers took callbacks
     m = _scrape(base)
     assert total(m, "mediahook_callbacks_total", outcome="accepted") == 40
     assert total(m, "mediahook_callback_seconds_count", source="metastudio") == 40
