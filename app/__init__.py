@@ -1,59 +1,19 @@
-"""mediahook's web side: ``create_app()`` builds the Flask app that vendors call."""
+"""mediahook. ``create_app()`` is the web entry point (gunicorn's ``app:create_app()``).
+
+Importing ``app`` loads nothing else: the workers import ``app.core`` and ``app.sources`` without
+Flask, the admin API or the console coming along.
+"""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from app import admin, console, errors, health, logs, metrics, openapi, proxies, spool, traffic
-from app import settings as settings_mod
-from app.batching import IngestBatcher
-from app.receive import make_view
-from app.settings import Settings
-from app.sources import SOURCES
-from app.store import EventStore, connect
-
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from flask import Flask
 
 
-@dataclass
-class Runtime:
-    """What one web process holds: the settings, the store, and the spool drainer."""
+def create_app(*args: Any, **kwargs: Any) -> Flask:
+    """The web app: see ``app.web.factory.create_app``."""
+    from app.web.factory import create_app as build
 
-    settings: Settings
-    store: EventStore
-    drainer: spool.Drainer | None
-
-
-def create_app(settings: Settings | None = None, *, start_drainer: bool = True, drain_interval: float = 1.0) -> Flask:
-    settings = settings or settings_mod.load()
-    logs.configure(settings, "web")
-    app = Flask(__name__, static_folder=None)
-    # One byte over the limit: Werkzeug stops a chunked body at MAX_CONTENT_LENGTH without
-    # raising, so read_body needs to see that extra byte to answer 413 instead of storing a cut body.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
-
-    store = EventStore(connect(settings), settings)
-    spool.ensure_dir(settings.spool_dir)
-    spool.reap_stale_tmp(settings.spool_dir)
-    drainer = spool.Drainer(settings.spool_dir, store, drain_interval).start() if start_drainer else None
-    app.extensions["mediahook"] = Runtime(settings, store, drainer)
-    ingest = IngestBatcher(store).ingest
-
-    for name, source in SOURCES.items():
-        if getattr(settings, name) is None:
-            log.warning("source %s has no secret configured: its callbacks are refused with 401", name)
-        for endpoint in source.ENDPOINTS:
-            app.add_url_rule(f"/hooks/{name}/{endpoint.path}", view_func=make_view(source, endpoint, settings, ingest),
-                             methods=["POST"])
-    app.register_blueprint(health.bp)
-    app.register_blueprint(admin.bp)
-    console.init_app(app)
-    openapi.init_app(app)
-    metrics.init_app(app, settings)
-    traffic.init_app(app, store.redis, settings)  # inside proxies: sees the client's address
-    proxies.init_app(app, settings)
-    errors.register(app)
-    return app
+    return build(*args, **kwargs)

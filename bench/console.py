@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from app import create_app
-from app.embedded_redis import RedisServer
-from app.settings import build
-from app.store import EVENT_PREFIX, EVENTS_INDEX, Event, dedup_digest
-from app.traffic import Tally, TrafficMiddleware
+from app.cli.embedded_redis import RedisServer
+from app.core.config import build
+from app.core.events import EVENT_PREFIX, EVENTS_INDEX, Event, dedup_digest
+from app.web.traffic import Tally, TrafficMiddleware
 from tests.helpers import free_port
 
 TOKEN = "bench-console-token-0123456789"

@@ -49,9 +49,9 @@ from pathlib import Path
 
 from redis import Redis
 
-from app.embedded_redis import RedisServer
+from app.cli.embedded_redis import RedisServer
+from app.core.queues import EVENTS_QUEUE
 from app.sources.metastudio import signed_url
-from workers.queues import EVENTS_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "metastudio_events.lua"

@@ -2,7 +2,7 @@
 
   isolated    each piece of the receive path called in a loop (wall and CPU), the Redis write
               also pipelined (ingest_many) and from 1 and 4 threads at once, with and without
-              group commit (app/batching.py), as the threads of a gthread worker call it;
+              group commit (app/web/batching.py), as the threads of a gthread worker call it;
   in context  the whole request through Flask's test client, once as is and once with one piece
               replaced by a canned result: the difference is what that piece costs inside a
               real request. It is usually larger than the isolated figure (colder caches, more
@@ -35,14 +35,15 @@ from unittest import mock
 
 from flask import Flask, request
 
-from app import create_app, receive
-from app.batching import IngestBatcher
-from app.embedded_redis import RedisServer
-from app.receive import _kept_headers, json_response, read_body
-from app.settings import Settings, build
+from app import create_app
+from app.cli.embedded_redis import RedisServer
+from app.core.config import Settings, build
+from app.core.events import INGEST_SCRIPT, Event, EventStore, dedup_digest, new_event_id
 from app.sources import metastudio
 from app.sources.body import decode_body
-from app.store import INGEST_SCRIPT, Event, EventStore, dedup_digest, new_event_id
+from app.web import receive
+from app.web.batching import IngestBatcher
+from app.web.receive import _kept_headers, json_response, read_body
 from bench import bare_app, floor_app
 from bench.ingest import KEY, LIVE_EVENTS, cpu_seconds, free_port
 

@@ -46,7 +46,7 @@ from pathlib import Path
 import requests
 from rq import Queue
 
-from app.embedded_redis import RedisServer
+from app.cli.embedded_redis import RedisServer
 from app.sources.metastudio import signed_url
 from bench.ingest import cpu_seconds, load_average
 from simulators import serve

@@ -42,8 +42,8 @@ import requests
 from redis import Redis
 from redis.exceptions import RedisError
 
-from app import settings as settings_mod
-from app.settings import Settings
+from app.core import config as settings_mod
+from app.core.config import Settings
 from app.sources.metastudio import signed_url
 from bench import soak_check as check
 from bench.soak_plan import RULE, Callback, expected_final, expected_scripts, make_plan

@@ -19,12 +19,12 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from app.settings import Settings
-from app.store import EVENT_PREFIX, job_id_for
-from app.vendor_settings import RUNG_TEMPLATE_IDS
+from app.core.config import Settings
+from app.core.events import EVENT_PREFIX, job_id_for
+from app.core.queues import QUEUES
+from app.core.vendor_config import RUNG_TEMPLATE_IDS
 from workers import actions, transcode
 from workers.clients.koophone import expand_profile
-from workers.queues import QUEUES
 from workers.timeline import LIVE_PREFIX
 
 EVENT_DONE = {b"processed", b"ignored", b"failed"}

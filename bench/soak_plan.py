@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.settings import Settings
+from app.core.config import Settings
 from tests.vendor_harness import upload_body
 from workers.converter import DESIRED
 

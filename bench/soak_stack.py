@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from app.embedded_redis import RedisServer
+from app.cli.embedded_redis import RedisServer
 from simulators import serve
 from tests.helpers import free_port
 from tests.vendor_harness import WorkerProcess, toml_dumps

@@ -11,7 +11,7 @@ import tempfile
 
 from gunicorn.glogging import Logger
 
-# Metrics (app/metrics.py): every worker counts callbacks in files under PROMETHEUS_MULTIPROC_DIR
+# Metrics (app/web/metrics.py): every worker counts callbacks in files under PROMETHEUS_MULTIPROC_DIR
 # and /metrics sums them, so one scrape reports the whole host. prometheus_client reads the
 # variable when it is first imported, so it is set here, before anything imports the app. Without
 # one from the environment, a folder per master process under the temp dir (removed on exit).
@@ -53,19 +53,19 @@ loglevel = os.environ.get("MEDIAHOOK_LOG_LEVEL", "info")
 
 
 class MediahookLogger(Logger):
-    """gunicorn's error and access logs through app.logs' formatter. The access line is built
+    """gunicorn's error and access logs through app.core.logs' formatter. The access line is built
     from the request's parts, never from the raw request line: the query string keeps its
     parameter names but not the values of secret ones (token, hwSecret)."""
 
     def setup(self, cfg):
         super().setup(cfg)
-        from app import logs
-        from app.settings import ConfigError, load
+        from app.core import logs
+        from app.core.config import ConfigError, load
 
         try:
             settings = load()
         except (ConfigError, OSError):  # on_starting reports it and stops; log in the defaults until then
-            from app.settings import build
+            from app.core.config import build
 
             settings = build({}, env={})
         for log in (self.error_log, self.access_log):
@@ -76,7 +76,7 @@ class MediahookLogger(Logger):
     def access(self, resp, req, environ, request_time):
         if not self.access_log_enabled:
             return
-        from app import logs
+        from app.core import logs
 
         try:
             fields = logs.access_fields(environ, str(getattr(resp, "status", "")).split(None, 1)[0],
@@ -93,7 +93,7 @@ logger_class = MediahookLogger
 def on_starting(server):
     """Refuse to start on a bad config, with the message that names the key; prepare the
     metrics folder."""
-    from app.settings import ConfigError, load
+    from app.core.config import ConfigError, load
 
     try:
         load()

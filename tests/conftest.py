@@ -21,11 +21,11 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 
 from app import create_app
-from app.embedded_redis import RedisServer
-from app.settings import Settings, build
+from app.cli.embedded_redis import RedisServer
+from app.core.config import Settings, build
+from app.core.queues import QUEUES
 from tests.helpers import CDN_TOKEN, MS_KEY, free_port, to_toml, wait_until
 from workers import context as worker_context
-from workers.queues import QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,13 +12,13 @@ from rq import SimpleWorker, Worker
 from rq.job import Job
 from rq.scheduler import RQScheduler
 
-from app.settings import build
-from app.vendor_settings import HttpPolicy
+from app.core.config import build
+from app.core.queues import QUEUES
+from app.core.vendor_config import HttpPolicy
 from tests.conftest import _merge, vendor_sections
 from tests.helpers import wait_until
 from tests.vendor_harness import Workers, set_faults, sim_calls
 from workers import actions, ops, recovery, sweep
-from workers.queues import QUEUES
 
 RESUME_WITHIN = 60
 

@@ -15,14 +15,14 @@ import requests
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from app import logs
-from app.admin import token_ok
-from app.store import EVENT_PREFIX, Event, dedup_digest, job_id_for, new_event_id
+from app.admin.api import token_ok
+from app.core import logs
+from app.core.events import EVENT_PREFIX, Event, dedup_digest, job_id_for, new_event_id
+from app.core.queues import EVENTS_QUEUE
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import CDN_TOKEN, MS_KEY, VOD_TRANSCODE, fixture_bytes, free_port, live_event
 from tests.vendor_harness import koophone_instance, post_live, set_faults, sim_tasks, stream_event
 from workers import actions, ops
-from workers.queues import EVENTS_QUEUE
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -21,7 +21,7 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 RUNBOOK_BASE = "https://git.example.com/mediahook/blob/main/docs/operations.md#"
 SEVERITIES = {"critical", "warning"}
 
-# Figures every web host reads from Redis and exports alike (app/metrics.py): aggregated over
+# Figures every web host reads from Redis and exports alike (app/web/metrics.py): aggregated over
 # hosts with max, never summed.
 FLEET_WIDE = re.compile(r"\bmediahook_(queue_\w+|actions_total|action_retries_total|vendor_calls_total|"
                         r"vendor_call_seconds\w*|actions_failed|rq_workers|sweep_\w+)\b")

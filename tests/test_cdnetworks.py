@@ -11,9 +11,9 @@ import pytest
 from rq import Queue
 
 from app import create_app
-from app.settings import build
+from app.core.config import build
+from app.core.queues import EVENTS_QUEUE
 from tests.helpers import CDN_TOKEN, VOD_TRANSCODE, VOD_UPLOAD, fixture_bytes, fixture_json
-from workers.queues import EVENTS_QUEUE
 
 VENDOR = "cdnetworks"
 UPLOAD_IDS = ["9B0F7BA8BCB9D056D4C24ADDBF821D10", "E869FC95F3C7493ED56E8751C4AA7BEE"]

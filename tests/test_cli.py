@@ -16,7 +16,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from app.cli import main as cli
+from app.cli.main import main as cli
 from tests.conftest import ROOM, ROOT, vendor_sections
 from tests.helpers import CDN_TOKEN, fixture_bytes, free_port, live_event, signed_path, wait_until
 from tests.vendor_harness import set_faults, sim_calls, stream_event, toml_dumps
@@ -126,7 +126,7 @@ def test_every_read_command_prints_the_same_in_both_modes_and_json_is_the_api_do
     assert header.split()[:3] == ["FAILED", "AT", "ID"] and row.index(failed_id) == header.index("ID")
     assert "koophone KOOPHONE.API.1002: instances are not in the same region" in row
     failed_at = api_get(world, "/api/failed")["items"][0]["failed_at"]
-    from app.cli_format import local_time
+    from app.cli.format import local_time
 
     assert row.startswith(local_time(failed_at))
     rungs = run(world["remote"], "transcodes", VIDEO).stdout
@@ -374,7 +374,7 @@ def test_check_config_and_sign_have_json_too(write_config):
 
 
 def test_demo_says_what_it_waits_for():
-    from app.demo import _wait
+    from app.cli.demo import _wait
 
     calls, said = iter([(0, 3), (1, 3), (1, 3), (2, 3), (3, 3)]), []
     assert _wait("the transcodes", lambda: next(calls), timeout=30, progress=said.append)

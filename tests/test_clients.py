@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.vendor_settings import FlightHubSchema, KooPhoneSchema, MetaStudioApiSchema, TranscoderSchema
+from app.core.vendor_config import FlightHubSchema, KooPhoneSchema, MetaStudioApiSchema, TranscoderSchema
 from tests.conftest import vendor_sections
 from tests.helpers import free_port, wait_until
 from tests.vendor_harness import applied_rates, koophone_instance, set_faults, sim_calls

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from app import audit, rejections, traffic
+from app.admin import audit
 from app.console import auth
-from app.settings import ConfigError, build
+from app.core.config import ConfigError, build
+from app.core.queues import QUEUES
+from app.web import rejections, traffic
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import CDN_TOKEN, LIVE_EVENTS, MS_KEY, fixture_bytes, signed_path
 from tests.vendor_harness import post_live, stream_event
 from workers import actions, streams, transcode
-from workers.queues import QUEUES
 
 ADMIN = "console-admin-token-0123456789"
 ALICE = "alice-console-token-0123456789"
@@ -194,7 +195,7 @@ def reasons(app, redis) -> list[str]:
 
 
 def test_refused_callbacks_are_kept_with_their_reason_and_no_secret(console_app, redis_client, caplog):
-    caplog.set_level(logging.WARNING, logger="app.rejections")
+    caplog.set_level(logging.WARNING, logger="app.web.rejections")
     client = console_app.test_client()
     assert client.post("/hooks/cdnetworks/vod-upload?token=wrong-token-value-42", data=b"{}").status_code == 401
     assert client.post("/hooks/cdnetworks/vod-upload", data=b"{}").status_code == 401
@@ -450,7 +451,7 @@ def test_an_unknown_live_start_is_started_again_only_after_a_confirmation(make_a
 
 def test_mediahook_dev_serves_the_console_with_the_dev_token(redis_server, redis_client, tmp_path):
     from app import create_app
-    from app.settings import load
+    from app.core.config import load
 
     settings = load({"MEDIAHOOK_CONFIG": str(ROOT / "deploy" / "mediahook.dev.toml"), "REDIS_URL": redis_server.url,
                      "MEDIAHOOK_SPOOL_DIR": str(tmp_path / "spool")})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from app import audit
+from app.admin import audit
 from workers import vendor_control
 
 ALICE = "alice-console-token-0123456789"

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from app.store import job_id_for
-from app.vendor_settings import FlightHubSchema
+from app.core.events import job_id_for
+from app.core.queues import EVENTS_QUEUE
+from app.core.vendor_config import FlightHubSchema
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import wait_until
 from tests.vendor_harness import (
@@ -26,7 +27,6 @@ from tests.vendor_harness import (
 from workers import actions, ops, streams
 from workers.clients import flighthub
 from workers.converter import CREATED_PREFIX, stream_ref
-from workers.queues import EVENTS_QUEUE
 
 EVENTS_LIST = f"rq:queue:{EVENTS_QUEUE}"
 DONE = ("succeeded", "failed", "skipped")

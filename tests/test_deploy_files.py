@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main as cli_main
-from app.settings import build, load
-from app.store import parse_sentinel_url
+from app.cli.main import main as cli_main
+from app.core.config import build, load
+from app.core.redis import parse_sentinel_url
 from tests.helpers import free_port, live_event, signed_path, wait_until
 from workers import actions
 
@@ -104,7 +104,7 @@ def test_exec_start_commands_exist():
     assert callable(getattr(importlib.import_module(module), call.removesuffix("()")))
 
     worker = exec_start("mediahook-worker@.service")
-    assert worker[0] == INSTALL_BIN + "mediahook" and scripts["mediahook"] == "app.cli:main"
+    assert worker[0] == INSTALL_BIN + "mediahook" and scripts["mediahook"] == "app.cli.main:main"
     assert worker[1] in cli_main.commands
     cli_main.commands[worker[1]].make_context(worker[1], worker[2:])  # its options parse
 

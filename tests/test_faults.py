@@ -11,6 +11,7 @@ import pytest
 from rq import Queue
 from rq.scheduler import RQScheduler
 
+from app.core.queues import ACTIONS_QUEUE, QUEUES
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import fixture_bytes, wait_until
 from tests.vendor_harness import (
@@ -29,7 +30,6 @@ from tests.vendor_harness import (
     upload_body,
 )
 from workers import actions, ops, transcode
-from workers.queues import ACTIONS_QUEUE, QUEUES
 
 FIXTURE_VIDEOS = ("9B0F7BA8BCB9D056D4C24ADDBF821D10", "E869FC95F3C7493ED56E8751C4AA7BEE")
 NORMAL = (2000, 4000, 8000)

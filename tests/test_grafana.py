@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics
+from app.core import counters
 from tests.helpers import CDN_TOKEN, fixture_bytes, signed_path
 from tests.test_alerts import FLEET_WIDE, PROMTOOL, alerts, needs_promtool
 from tests.vendor_harness import set_faults, upload_body
@@ -107,8 +107,8 @@ def scraped(vendor_app, sim, drive, redis_client) -> str:
     drive(lambda: (actions.record(redis_client, apply_id) or {}).get("status") == "failed", what="the apply to fail")
 
     # What the sweep counts when it recovers work a dead worker left (tests/test_sweep.py makes that happen).
-    metrics.count_sweep(redis_client, "event", "requeued")
-    metrics.count_sweep(redis_client, "action", "failed")
+    counters.count_sweep(redis_client, "event", "requeued")
+    counters.count_sweep(redis_client, "action", "failed")
 
     r = client.get("/metrics")
     assert r.status_code == 200

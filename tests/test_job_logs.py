@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app import settings as settings_mod
+from app.core import config as settings_mod
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import wait_until
 from workers import actions, ops

@@ -9,7 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from app.cli import main as cli
+from app.cli.main import main as cli
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import wait_until
 from tests.vendor_harness import (

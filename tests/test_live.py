@@ -10,14 +10,14 @@ import pytest
 import requests
 from rq import Queue, SimpleWorker
 
-from app.store import job_id_for
+from app.core.events import job_id_for
+from app.core.queues import EVENTS_QUEUE
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import LIVE_EVENTS, MS_KEY, MS_TOKEN, free_port, live_event, wait_until
 from tests.vendor_harness import converter, post_live, set_faults, sim_calls
 from workers import actions, live, ops, streams
 from workers.context import settings as worker_settings
 from workers.converter import CREATED_PREFIX
-from workers.queues import EVENTS_QUEUE
 
 EVENTS_LIST = f"rq:queue:{EVENTS_QUEUE}"
 JOB = "e87104f76d7546ce8a46ac6b04c49c3c"

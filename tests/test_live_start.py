@@ -14,13 +14,13 @@ from rq import Queue
 from rq.registry import FailedJobRegistry
 from rq.scheduler import RQScheduler
 
-from app.cli import main as cli
+from app.cli.main import main as cli
+from app.core.queues import ACTIONS_QUEUE, QUEUES
 from tests.conftest import vendor_sections
 from tests.helpers import free_port, wait_until
 from tests.vendor_harness import Workers, post_live, set_faults, sim_calls, stream_event, toml_dumps
 from workers import actions, live, ops, sweep
 from workers.context import settings as worker_settings
-from workers.queues import ACTIONS_QUEUE, QUEUES
 
 ROOM = "room-start-once"
 OUTPUT_URL = "rtmp://live.example.com/app"

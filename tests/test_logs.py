@@ -12,8 +12,8 @@ import pytest
 import requests
 from rq.logutils import ColorizingStreamHandler, setup_loghandlers
 
-from app import logs
-from app.logs import MASK
+from app.core import logs
+from app.core.logs import MASK
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import CDN_TOKEN, MS_KEY, signed_path, wait_until
 from tests.vendor_harness import UPLOAD, Workers, post_live, set_faults, stream_event, upload_body
@@ -97,7 +97,7 @@ def test_secrets_are_masked_in_messages_extras_tracebacks_and_by_value(emit, cap
 
 
 def test_access_fields_mask_the_query_and_name_the_event():
-    from app.receive import CALLBACK_KEY
+    from app.web.receive import CALLBACK_KEY
 
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/hooks/metastudio/live-events",
                "QUERY_STRING": "a=1&hwSecret=deadbeef&hwTime=65a1b2c3&token=t", "REMOTE_ADDR": "10.0.0.9",
@@ -136,7 +136,7 @@ def test_worker_lines_carry_the_event_and_action_ids(vendor_app, sim, drive, red
     drive(lambda: (actions.record(redis_client, apply_id) or {}).get("status") == "succeeded",
           what="the apply to succeed after its retry")
     docs = json_lines(capsys.readouterr().err)
-    processed = [d for d in docs if d["logger"] == "workers.events"]
+    processed = [d for d in docs if d["logger"] == "workers.process"]
     assert processed and all(d["event_id"] == event_id for d in processed), processed
     lines = [d for d in docs if d["logger"] == "workers.actions"]
     assert lines and all(d["event_id"] == event_id and d["action_id"] for d in lines), lines
@@ -202,8 +202,8 @@ def test_a_real_run_logs_json_lines_and_never_a_secret(gunicorn_server, workers,
     assert {d["component"] for d in web} == {"web"}
 
     assert {"worker", "scheduler"} <= {d["component"] for d in work}
-    assert any(d.get("event_id") == upload and d["logger"] == "workers.events" for d in work)
-    assert any(d.get("event_id") == live and d["logger"] == "workers.events" for d in work)
+    assert any(d.get("event_id") == upload and d["logger"] == "workers.process" for d in work)
+    assert any(d.get("event_id") == live and d["logger"] == "workers.process" for d in work)
     failed = [d for d in work if d.get("action_id") == start_id and d["logger"] == "workers.actions"]
     assert failed and "FAILED" in failed[0]["message"] and failed[0]["level"] == "ERROR"
     # A vendor's refusal is one line (ours): RQ's ERROR line with a traceback is not repeated.

@@ -15,11 +15,11 @@ from rq import Queue
 from rq.job import Job
 
 from app import create_app
-from app.settings import build
+from app.core.config import build
+from app.core.events import job_id_for
+from app.core.queues import EVENTS_QUEUE
 from app.sources.metastudio import signature_headers, signed_url
-from app.store import job_id_for
 from tests.helpers import LIVE_EVENTS, MS_KEY, MS_TOKEN, fixture_bytes, live_event, signed_path
-from workers.queues import EVENTS_QUEUE
 
 VENDOR = "metastudio"
 ACCEPTED = [  # fixture file -> the event type it carries

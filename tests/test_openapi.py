@@ -1,4 +1,4 @@
-"""The OpenAPI document (app/openapi.py): served at /openapi.json without a token, covers every
+"""The OpenAPI document (app/admin/openapi.py): served at /openapi.json without a token, covers every
 route of the app, and holds up under schemathesis run in-process (WSGI) against a real Redis:
 no 5xx, and every answer matches its documented status, content type and schema."""
 
@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app import openapi
+from app.admin import openapi
 from app.sources.metastudio import sign
 from tests.conftest import vendor_sections
 from tests.helpers import CDN_TOKEN, MS_KEY

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app import demo
+from app.cli import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 

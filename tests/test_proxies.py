@@ -10,7 +10,7 @@ import pytest
 import requests
 from flask import Flask, jsonify, request
 
-from app.proxies import PEER_KEY, TrustedProxies, parse_address
+from app.web.proxies import PEER_KEY, TrustedProxies, parse_address
 from tests.helpers import live_event, signed_path
 
 PUBLIC_HOST = "hooks.example.com"

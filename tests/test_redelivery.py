@@ -16,12 +16,12 @@ import pytest
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from app import spool
-from app.embedded_redis import RedisServer
+from app.cli.embedded_redis import RedisServer
+from app.core.queues import EVENTS_QUEUE
 from app.sources.metastudio import signature_headers
+from app.web import spool
 from tests.helpers import LIVE_EVENTS, MS_KEY, MS_TOKEN, free_port, live_event, signed_path, wait_until
 from workers import ops
-from workers.queues import EVENTS_QUEUE
 
 URL = "http://localhost" + LIVE_EVENTS  # what the test client's requests look like
 

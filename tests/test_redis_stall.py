@@ -12,11 +12,11 @@ import time
 import requests
 from rq import Queue, SimpleWorker
 
-from app import spool
-from app.breaker import Breaker, CircuitOpen
-from app.embedded_redis import RedisServer
+from app.cli.embedded_redis import RedisServer
+from app.core.breaker import Breaker, CircuitOpen
+from app.core.queues import EVENTS_QUEUE
+from app.web import spool
 from tests.helpers import free_port, live_event, signed_path, wait_until
-from workers.queues import EVENTS_QUEUE
 
 # Generous (the p99 is bench.ingest's figure): the old code took 6-8 s per callback and 4 s for
 # /readyz with the default 2 s socket timeout, retried once.

@@ -7,12 +7,12 @@ import time
 
 from rq import Queue, SimpleWorker
 
+from app.core.queues import ACTIONS_QUEUE, EVENTS_QUEUE
 from tests.conftest import vendor_sections
 from tests.helpers import free_port
 from tests.vendor_harness import UPLOAD, set_faults, upload_body
 from workers import actions, ops
 from workers.context import settings as worker_settings
-from workers.queues import ACTIONS_QUEUE, EVENTS_QUEUE
 
 RETRY_AFTER = 4
 UNAVAILABLE = {"error_times": 1, "error_status": 503, "retry_after_s": RETRY_AFTER}

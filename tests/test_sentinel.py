@@ -20,13 +20,13 @@ import requests
 from redis import Redis, RedisError
 from rq import Queue, SimpleWorker, Worker
 
-from app import spool
-from app.embedded_redis import RedisServer, server_binary
-from app.settings import ConfigError, build
-from app.store import SentinelURL, connect, parse_sentinel_url
+from app.cli.embedded_redis import RedisServer, server_binary
+from app.core.config import ConfigError, build
+from app.core.queues import EVENTS_QUEUE, QUEUES
+from app.core.redis import SentinelURL, connect, parse_sentinel_url
+from app.web import spool
 from tests.helpers import free_port, live_event, signed_path, wait_until
 from tests.vendor_harness import WorkerProcess, Workers
-from workers.queues import EVENTS_QUEUE, QUEUES
 
 SERVICE = "mediahook"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, build, load
+from app.core.config import ConfigError, build, load
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

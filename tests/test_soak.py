@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.settings import build
+from app.core.config import build
 from bench import soak_check as check
 from bench.soak import CORRECTNESS
 from bench.soak_plan import Expected, expected_final, expected_scripts, make_plan

@@ -11,10 +11,10 @@ import pytest
 import requests
 from rq import Queue
 
-from app import spool
-from app.embedded_redis import RedisServer
+from app.cli.embedded_redis import RedisServer
+from app.core.queues import EVENTS_QUEUE
+from app.web import spool
 from tests.helpers import free_port, live_event, signed_path, wait_until
-from workers.queues import EVENTS_QUEUE
 
 
 def _event(n: int) -> bytes:
@@ -75,7 +75,7 @@ def test_a_spool_file_drained_twice_is_recorded_once(make_app, redis_client, tmp
     runtime = app.extensions["mediahook"]
     r = app.test_client().post(signed_path(), data=_event(1))
     record = runtime.store.get(r.json["event_id"])
-    from app.store import Event
+    from app.core.events import Event
 
     again = Event(id=record["id"], source=record["source"], endpoint=record["endpoint"], type=record["type"],
                   status="queued", received_at=float(record["received_at"]), body=record["body"],
@@ -89,7 +89,7 @@ def test_a_spool_file_drained_twice_is_recorded_once(make_app, redis_client, tmp
 
 
 def test_spool_write_is_atomic_and_readable(tmp_path):
-    from app.store import Event
+    from app.core.events import Event
 
     event = Event(id="0001", source="metastudio", endpoint="live-events", type="X", status="ignored",
                   received_at=1.5, body=b"\x00\xffbody", headers={"A": "b"}, refs={}, remote_addr="1.2.3.4",

@@ -11,8 +11,8 @@ import requests
 from rq import Queue
 from rq.job import Job
 
+from app.core.queues import EVENTS_QUEUE
 from tests.helpers import LIVE_EVENTS, fixture_bytes, live_event, signed_path
-from workers.queues import EVENTS_QUEUE
 
 
 def _state_event(state: str = "CONNECTED", n: int = 0) -> bytes:
@@ -43,7 +43,7 @@ def test_job_is_a_real_rq_job_on_the_events_queue(client, redis_client):
     queue = Queue(EVENTS_QUEUE, connection=redis_client)
     assert queue.job_ids == [f"event-{event_id}"]
     job = Job.fetch(f"event-{event_id}", connection=redis_client)
-    assert job.func_name == "workers.events.process_event"
+    assert job.func_name == "workers.process.process_event"
     assert job.args == (event_id,)
     assert job.get_status() == "queued"
 
@@ -173,8 +173,8 @@ def test_job_hash_template_matches_what_rq_writes(app):
 def test_concurrent_requests_share_one_round_trip(app, redis_client):
     """Group commit: events that arrive while a write is in flight go out together, each
     still recorded and answered on its own."""
-    from app.batching import IngestBatcher
-    from app.store import Event, dedup_digest, new_event_id
+    from app.core.events import Event, dedup_digest, new_event_id
+    from app.web.batching import IngestBatcher
     from tests.helpers import wait_until
 
     store = app.extensions["mediahook"].store

@@ -16,12 +16,12 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 
+from app.core.queues import ACTIONS_QUEUE, EVENTS_QUEUE
 from tests.conftest import ROOT, vendor_sections
 from tests.helpers import to_toml, wait_until
 from tests.test_metrics import get_metrics, total
 from tests.vendor_harness import UPLOAD, Workers, set_faults, sim_calls, sim_tasks, upload_body
 from workers import actions, ops, sweep, transcode
-from workers.queues import ACTIONS_QUEUE, EVENTS_QUEUE
 
 SETTLE = 0.2  # the production pass waits 2 s before it acts on a suspect; not needed here
 

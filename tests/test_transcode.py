@@ -10,11 +10,11 @@ import pytest
 import requests
 from rq import Queue
 
-from app.vendor_settings import TranscoderSchema
+from app.core.queues import ACTIONS_QUEUE
+from app.core.vendor_config import TranscoderSchema
 from tests.conftest import vendor_sections
 from tests.vendor_harness import TEMPLATE_IDS, UPLOAD, origin, set_faults, sim_calls, sim_tasks, upload_body
 from workers import actions, ops, transcode
-from workers.queues import ACTIONS_QUEUE
 
 
 def states(redis, *videos: str) -> dict[tuple[str, str], dict]:

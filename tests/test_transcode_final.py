@@ -17,14 +17,14 @@ from click.testing import CliRunner
 from rq import Queue, SimpleWorker
 from rq.job import JOB_ID_PATTERN, Job
 
-from app.cli import main as cli
+from app.cli.main import main as cli
+from app.core.queues import QUEUES
 from simulators import muducloud as sim_muducloud
 from tests.conftest import vendor_sections
 from tests.helpers import wait_until
 from tests.vendor_harness import TEMPLATE_IDS, UPLOAD, origin, set_faults, sim_calls, sim_tasks, toml_dumps, upload_body
 from workers import actions, ops, transcode
 from workers.context import settings as worker_settings
-from workers.queues import QUEUES
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -2,8 +2,8 @@
 
 from rq import Queue
 
+from app.core.queues import EVENTS_QUEUE
 from tests.helpers import fixture_bytes, signed_path
-from workers.queues import EVENTS_QUEUE
 
 
 def test_job_marks_the_event_processed(client, app, run_jobs):

@@ -17,10 +17,10 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
 
+from app.core.queues import ACTIONS_QUEUE, EVENTS_QUEUE
 from tests import pool_jobs
 from tests.helpers import wait_until
 from tests.vendor_harness import WorkerProcess, _exited
-from workers.queues import ACTIONS_QUEUE, EVENTS_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 

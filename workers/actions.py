@@ -29,18 +29,23 @@ from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from app import logs, metrics
-from app.redact import redact
-from app.vendor_settings import HttpPolicy
+from app.core import counters, logs
+from app.core.queues import ACTIONS_QUEUE, FAILED_INDEX
+from app.core.redact import redact
+from app.core.vendor_config import HttpPolicy
 from workers import vendor_control
 from workers.clients.http import VendorError
-from workers.queues import ACTIONS_QUEUE
 
 log = logging.getLogger(__name__)
 
+# The vendor each kind of action calls (a label of mediahook_actions_total).
+KIND_VENDORS = {
+    "transcode.submit": "muducloud", "transcode.poll": "muducloud", "converter.reconcile": "flighthub",
+    "koophone.apply": "koophone", "live.start": "metastudio",
+}
+
 ACTION_PREFIX = "mh:action:"
 EVENT_ACTIONS_PREFIX = "mh:event-actions:"
-FAILED_INDEX = "mh:actions:failed"
 # Actions not final (queued, running, retrying), by when they got there: what workers.sweep checks
 # for a lost job without scanning every action record.
 OPEN_INDEX = "mh:actions:open"
@@ -269,15 +274,15 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
             yield out
         except Skip as reason:
             _update(redis, action_id, status="skipped", result={"skipped": str(reason)})
-            metrics.count_action(redis, kind, "skipped")
+            counters.count_action(redis, kind, KIND_VENDORS.get(kind, "other"), "skipped")
             log.info("action %s skipped: %s", action_id, reason)
             return
         except VendorError as exc:
             _fail(redis, job, action_id, exc.to_dict(), transient=exc.transient, retry_after=exc.retry_after,
-                  kind=kind, reason=metrics.retry_reason(exc),
+                  kind=kind, reason=counters.retry_reason(exc),
                   outcome=OUTCOME_UNKNOWN if isinstance(exc, OutcomeUnknown) else None)
             # The vendor's answer is the whole story, logged above in one line: RQ's own ERROR
-            # line with a traceback for it would be a second, misleading one (app/logs.py).
+            # line with a traceback for it would be a second, misleading one (app/core/logs.py).
             logs.handled(job.id if job else None)
             raise
         except Exception as exc:
@@ -285,11 +290,11 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
             error = {"vendor": None, "code": exc.__class__.__name__, "message": str(exc)[:500], "transient": True,
                      "trace": traceback.format_exc(limit=5)[-2000:]}
             _fail(redis, job, action_id, error, transient=True, retry_after=None, kind=kind,
-                  reason=metrics.retry_reason(exc))
+                  reason=counters.retry_reason(exc))
             raise
         _update(redis, action_id, status="succeeded", result=out.get("result", {}))
         redis.zrem(FAILED_INDEX, action_id)
-        metrics.count_action(redis, kind, "succeeded")
+        counters.count_action(redis, kind, KIND_VENDORS.get(kind, "other"), "succeeded")
         log.info("action %s succeeded", action_id)
 
 
@@ -311,7 +316,7 @@ def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transie
             **({"outcome": outcome} if outcome else {}))
     if not will_retry:
         redis.zadd(FAILED_INDEX, {action_id: time.time()})
-    metrics.count_action(redis, kind, "retrying" if will_retry else "failed",
+    counters.count_action(redis, kind, KIND_VENDORS.get(kind, "other"), "retrying" if will_retry else "failed",
                          retry_reason=reason if will_retry else None)
     # One line per outcome: a retry is a WARNING, a failure for good an ERROR (it is listed).
     log.log(logging.WARNING if will_retry else logging.ERROR, "action %s %s: %s", action_id,

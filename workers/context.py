@@ -5,8 +5,8 @@ from __future__ import annotations
 from redis import Redis
 from rq import get_current_job
 
-from app import settings as settings_mod
-from app.settings import Settings
+from app.core import config as settings_mod
+from app.core.config import Settings
 
 _settings: Settings | None = None
 

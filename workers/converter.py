@@ -20,8 +20,8 @@ from typing import Any
 
 from redis import Redis
 
-from app.settings import Settings
-from app.vendor_settings import ConverterBinding, FlightHub
+from app.core.config import Settings
+from app.core.vendor_config import ConverterBinding, FlightHub
 from workers import actions, locks, streams
 from workers.actions import Skip, tracked
 from workers.clients import flighthub

@@ -24,7 +24,7 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from app.settings import Settings
+from app.core.config import Settings
 from workers import actions
 from workers.actions import tracked
 from workers.clients import metastudio

@@ -13,12 +13,12 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 
-from app.redact import redact, redact_body
-from app.settings import Settings
-from app.store import EVENT_PREFIX, EVENTS_INDEX, job_id_for
+from app.core.config import Settings
+from app.core.events import EVENT_PREFIX, EVENTS_INDEX, job_id_for
+from app.core.queues import EVENTS_QUEUE, PROCESS_EVENT, QUEUES
+from app.core.redact import redact, redact_body
 from workers import actions, converter, live, streams, timeline, transcode
 from workers.clients import koophone
-from workers.queues import EVENTS_QUEUE, PROCESS_EVENT, QUEUES
 
 
 def _job_status(redis: Redis, job_id: str) -> str:

@@ -3,7 +3,7 @@
 import importlib
 
 JOB_MODULES = (
-    "workers.events", "workers.transcode", "workers.converter", "workers.video_settings", "workers.live",
+    "workers.process", "workers.transcode", "workers.converter", "workers.video_settings", "workers.live",
     "workers.timeline", "workers.streams", "workers.clients.http", "workers.clients.muducloud",
     "workers.clients.flighthub", "workers.clients.koophone", "workers.clients.metastudio",
 )

@@ -45,10 +45,10 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from app import metrics
-from app.store import EVENT_JOB_RETRY, EVENT_PREFIX, EVENTS_INDEX, job_id_for
+from app.core import counters
+from app.core.events import EVENT_JOB_RETRY, EVENT_PREFIX, EVENTS_INDEX, job_id_for
+from app.core.queues import EVENTS_QUEUE, PROCESS_EVENT, QUEUES
 from workers import actions
-from workers.queues import EVENTS_QUEUE, PROCESS_EVENT, QUEUES
 from workers.recovery import MAINTENANCE_LOCK_TTL
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,9 @@ def sweep(redis: Redis, *, full: bool | None = None, grace: float = GRACE_SECOND
     if not dry_run:
         for what, ids in (("event", report.events_requeued), ("action", report.actions_requeued)):
             if ids:
-                metrics.count_sweep(redis, what, "requeued", len(ids))
+                counters.count_sweep(redis, what, "requeued", len(ids))
         if report.actions_failed:
-            metrics.count_sweep(redis, "action", "failed", len(report.actions_failed))
+            counters.count_sweep(redis, "action", "failed", len(report.actions_failed))
     return report
 
 

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 
-from app.vendor_settings import RUNG_TEMPLATE_IDS, Transcoder
+from app.core.vendor_config import RUNG_TEMPLATE_IDS, Transcoder
 from workers import actions, locks
 from workers.actions import Skip, tracked
 from workers.clients import muducloud

@@ -6,7 +6,7 @@ the fleet makes at most ``rate`` calls in any second. The caller sleeps until it
 computed wait, never a loop of tries. A worker runs one call at a time, so slots are reserved at
 most one per worker ahead: the longest wait is about (workers calling that vendor) / rate.
 
-Configured per vendor section (``rate_limit_per_second``, app/vendor_settings.py; 0 = none).
+Configured per vendor section (``rate_limit_per_second``, app/core/vendor_config.py; 0 = none).
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from typing import Any
 
 from redis import Redis
 
-from app.settings import Settings
-from app.vendor_settings import KooPhone, KooPhoneBinding
+from app.core.config import Settings
+from app.core.vendor_config import KooPhone, KooPhoneBinding
 from workers import actions, locks, streams
 from workers.actions import Skip, tracked
 from workers.clients import koophone

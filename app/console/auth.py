@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from flask import Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from app.settings import Settings
+from app.core.config import Settings
 
 COOKIE = "mediahook_console"
 LOGIN_COOKIE = "mediahook_console_login"  # a nonce the login form's CSRF token is bound to

@@ -11,16 +11,18 @@ from flask import Blueprint, Response, current_app, g, make_response, redirect, 
 from marshmallow import ValidationError
 from redis import Redis, RedisError
 
-from app import api_schemas as s
-from app import audit, dashboard, rejections
-from app.admin import token_owner
+from app.admin import audit, dashboard
+from app.admin import schemas as s
+from app.admin.api import token_owner
 from app.console import auth
 from app.console.chart import traffic_chart
-from app.fields import flatten_errors
-from app.redact import redact_body
-from app.settings import Settings
+from app.core.config import Settings
+from app.core.events import EVENT_PREFIX
+from app.core.fields import flatten_errors
+from app.core.redact import redact_body
 from app.sources import SOURCES
-from app.store import EVENT_PREFIX
+from app.web import rejections
+from workers import actions, ops, vendor_control
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -34,11 +36,6 @@ FAILED_FILTERS = ("kind", "event_id", "vendor")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
-
-def _ops():
-    from workers import ops  # at first use: see app.admin._ops
-
-    return ops
 
 
 def _runtime() -> tuple[Redis, Settings]:
@@ -195,7 +192,7 @@ def _search(redis: Redis, loaded: dict[str, Any], q: str) -> tuple[list[dict], A
     found: list[dict] = []
     looked = 0
     while looked < SEARCH_SCAN_LIMIT:
-        batch, next_position = _ops().list_events(redis, before=position, since=since, until=until,
+        batch, next_position = ops.list_events(redis, before=position, since=since, until=until,
                                                   limit=min(200, SEARCH_SCAN_LIMIT - looked), **loaded)
         pipe = redis.pipeline(transaction=False)
         for doc in batch:
@@ -221,7 +218,7 @@ def _events(redis: Redis) -> dict[str, Any]:
         events, position, looked = _search(redis, dict(loaded), q)
     else:
         position_in = loaded.pop("cursor", None)
-        events, position = _ops().list_events(redis, before=position_in, since=loaded.pop("since", None),
+        events, position = ops.list_events(redis, before=position_in, since=loaded.pop("since", None),
                                               until=loaded.pop("until", None), limit=loaded.pop("limit"), **loaded)
         looked = None
     cursor = s.Cursor()._serialize(position, None, None)
@@ -257,7 +254,7 @@ def events_part() -> Response:
 
 @bp.get("/events/<event_id>")
 def event(event_id: str) -> Response:
-    doc = _ops().event_details(_runtime()[0], event_id)
+    doc = ops.event_details(_runtime()[0], event_id)
     if doc is None:
         return _page("error.html", 404, message=f"No event {event_id} (unknown, or past its retention).")
     body = json.dumps(doc["body"], indent=2, ensure_ascii=False, sort_keys=True) if not isinstance(
@@ -269,7 +266,7 @@ def event(event_id: str) -> Response:
 def replay(event_id: str) -> Response:
     redis, settings = _runtime()
     try:
-        job_id = _ops().replay(redis, event_id, settings)
+        job_id = ops.replay(redis, event_id, settings)
     except LookupError as exc:
         return _page("error.html", 404, message=str(exc))
     _audit("replay", event_id=event_id, job_id=job_id)
@@ -300,7 +297,7 @@ def failed() -> Response:
         flt = _failed_filter()
     except ValidationError as exc:
         return _page("error.html", 400, message=f"Bad filter: {flatten_errors(exc.normalized_messages())}")
-    items = _ops().failed_items(redis, **flt)
+    items = ops.failed_items(redis, **flt)
     unknown = _outcome_unknown(redis, items)
     return _page("failed.html", items=[i for i in items if i["id"] not in unknown],
                  unknown=[i for i in items if i["id"] in unknown], filters=flt, notice=request.args.get("notice"))
@@ -313,12 +310,12 @@ def requeue() -> Response:
     redis, settings = _runtime()
     mode = request.values.get("mode", "")  # "one" comes in the button's formaction query
     if mode == "one":
-        items = _ops().failed_items(redis, ids=[request.values.get("id", "")])
+        items = ops.failed_items(redis, ids=[request.values.get("id", "")])
     elif mode == "selected":
-        items = _ops().failed_items(redis, ids=request.form.getlist("ids")[:1000])
+        items = ops.failed_items(redis, ids=request.form.getlist("ids")[:1000])
     elif mode == "all":
         try:
-            items = _ops().failed_items(redis, **_failed_filter())
+            items = ops.failed_items(redis, **_failed_filter())
         except ValidationError as exc:
             return _page("error.html", 400, message=f"Bad filter: {flatten_errors(exc.normalized_messages())}")
     else:
@@ -330,7 +327,7 @@ def requeue() -> Response:
             f" ({len(unknown)} with an unknown outcome left alone)." if unknown else "."))
     if request.form.get("confirm") != "1":
         return _page("confirm.html", items=items, unknown=len(unknown), mode=mode, form=request.values)
-    result = _ops().requeue_failed(redis, settings, items)
+    result = ops.requeue_failed(redis, settings, items)
     _audit("requeue", mode=mode, requeued=len(result["requeued"]), skipped=len(result["skipped"]),
            ids=result["requeued"][:50])
     notice = f"Requeued {len(result['requeued'])}."
@@ -345,14 +342,14 @@ def start_again(action_id: str) -> Response:
     """One NEW start request in place of a failed live start (whose outcome is unknown): after a
     confirmation that says what it does. Never done by a requeue or a replay."""
     redis, settings = _runtime()
-    doc = _ops().action(redis, action_id)
+    doc = ops.action(redis, action_id)
     if doc is None or doc.get("kind") != "live.start":
         return _page("error.html", 404, message=f"No live start {action_id}.")
     if request.form.get("confirm") != "1":
         return _page("start_again.html", action=doc, room_id=(doc.get("params") or {}).get("room_id", "?"))
     stream_key = request.form.get("stream_key", "").strip() or None
     try:
-        done = _ops().live_start_again(redis, settings, action_id, stream_key)
+        done = ops.live_start_again(redis, settings, action_id, stream_key)
     except LookupError as exc:
         return _page("error.html", 404, message=str(exc))
     except ValueError as exc:  # not failed, already started again, no stream key kept, no [metastudio]
@@ -382,7 +379,7 @@ def _stream_context(room_id: str) -> dict[str, Any]:
     redis, settings = _runtime()
     job_id = request.args.get("job_id") or None
     history = dashboard.stream_history(redis, room_id, job_id)
-    job = _ops().live_job(redis, settings, job_id) if job_id else None
+    job = ops.live_job(redis, settings, job_id) if job_id else None
     phones = []
     if settings.koophone is not None:
         phones = [{"instance_ids": b.instance_ids, "on_state": b.on_state}
@@ -394,7 +391,6 @@ def _stream_context(room_id: str) -> dict[str, Any]:
 
 def _profiles_applied(redis: Redis, history: list[dict[str, Any]], last: int = 20) -> list[dict[str, Any]]:
     """The cloud-phone profiles the room's latest states led to (their KooPhone apply actions), newest first."""
-    from workers import actions
 
     out = []
     for entry in reversed(history[-last:]):
@@ -459,7 +455,6 @@ def audit_log() -> Response:
 
 @bp.get("/vendors")
 def vendors() -> Response:
-    from workers import vendor_control
 
     redis, settings = _runtime()
     return _page("vendors.html", items=vendor_control.status(redis, settings=settings),
@@ -469,7 +464,6 @@ def vendors() -> Response:
 @bp.post("/vendors/<vendor>/<verb>")
 def vendor_control_action(vendor: str, verb: str) -> Response:
     """Pause or resume a vendor (workers/vendor_control.py), audited as from the console."""
-    from workers import vendor_control
 
     redis, settings = _runtime()
     if vendor not in vendor_control.VENDORS or verb not in ("pause", "resume"):

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+
+class Request(Protocol):
+    """What a source reads of an HTTP request (a Flask/Werkzeug request has it), so that source
+    modules, which the workers import, do not load Flask."""
+
+    args: Mapping[str, str]
+    headers: Mapping[str, str]
+    host: str
+    path: str
+    query_string: bytes
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,11 @@ and as ints in others; both are accepted.
 
 from __future__ import annotations
 
-from flask import Request
 from marshmallow import INCLUDE, Schema, fields, pre_load, validate
 
-from app.fields import Numeric, Text
-from app.settings import Settings
-from app.sources.base import Endpoint, Parsed, secret_equals
+from app.core.config import Settings
+from app.core.fields import Numeric, Text
+from app.sources.base import Endpoint, Parsed, Request, secret_equals
 
 NAME = "cdnetworks"
 UPLOAD_EVENT = "VOD_UPLOAD"

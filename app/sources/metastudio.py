@@ -15,12 +15,11 @@ import time
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from flask import Request
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from app.fields import JSONString, Numeric, Text
-from app.settings import Settings
-from app.sources.base import PLAIN_DELIVERY, Delivery, Endpoint, Parsed, secret_equals
+from app.core.config import Settings
+from app.core.fields import JSONString, Numeric, Text
+from app.sources.base import PLAIN_DELIVERY, Delivery, Endpoint, Parsed, Request, secret_equals
 
 NAME = "metastudio"
 LIVE_EVENTS_PATH = "live-events"

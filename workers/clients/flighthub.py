@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.vendor_settings import FlightHub
+from app.core.vendor_config import FlightHub
 from workers.clients.http import Reply, VendorError, request_id, send
 
 VENDOR = "flighthub"

@@ -17,8 +17,8 @@ import requests
 from rq import get_current_job
 from urllib3.exceptions import NewConnectionError
 
-from app import metrics
-from app.vendor_settings import HttpPolicy
+from app.core import counters
+from app.core.vendor_config import HttpPolicy
 from workers import vendor_rate
 
 _session: requests.Session | None = None
@@ -132,10 +132,10 @@ def send(vendor: str, policy: HttpPolicy, method: str, url: str, *, headers: dic
 
 
 def _observe(vendor: str, started: float, result: str) -> None:
-    """Count the call in Redis (see app.metrics), when it is made by a job."""
+    """Count the call in Redis (see app.core.counters), when it is made by a job."""
     job = get_current_job()
     if job is not None:
-        metrics.observe_vendor_call(job.connection, vendor, time.perf_counter() - started, result)
+        counters.observe_vendor_call(job.connection, vendor, time.perf_counter() - started, result)
 
 
 def _path(url: str) -> str:

@@ -5,7 +5,7 @@ The API wants all 6 network x encoding combinations on every call and has no rea
 
 from __future__ import annotations
 
-from app.vendor_settings import KooPhone
+from app.core.vendor_config import KooPhone
 from workers.clients.http import Reply, VendorError, request_id, send
 
 VENDOR = "koophone"

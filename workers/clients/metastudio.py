@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.vendor_settings import MetaStudioApi
+from app.core.vendor_config import MetaStudioApi
 from workers.clients.http import Reply, VendorError, request_id, send
 
 VENDOR = "metastudio"

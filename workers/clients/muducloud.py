@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.vendor_settings import Transcoder
+from app.core.vendor_config import Transcoder
 from workers.clients.http import Reply, VendorError, send
 
 VENDOR = "muducloud"

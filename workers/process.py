@@ -16,12 +16,12 @@ from typing import Any
 from redis import Redis
 from rq import get_current_job
 
-from app import logs
-from app.settings import Settings
+from app.core import logs
+from app.core.config import Settings
+from app.core.events import EVENT_PREFIX
 from app.sources import SOURCES
 from app.sources.base import Parsed
 from app.sources.body import decode_body
-from app.store import EVENT_PREFIX
 from workers import converter, streams, timeline, transcode, video_settings
 from workers.context import settings
 

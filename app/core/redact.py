@@ -1,5 +1,5 @@
 """THE secret rule, and masking secrets (tokens, keys, signatures, ``stream_key``) wherever an
-event is shown; the log formatter (app/logs.py) masks by the same rule."""
+event is shown; the log formatter (app/core/logs.py) masks by the same rule."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Configuration of the vendors we call (the worker side): ``[transcoder]``, ``[flighthub]``,
-``[koophone]``, ``[metastudio]``. Part of the one Settings object (see app/settings.py).
+``[koophone]``, ``[metastudio]``. Part of the one Settings object (see app/core/config.py).
 
 Each section is optional: without it, that vendor's actions are off. Each has the same
 HTTP and retry keys, with defaults: connect/read timeouts and the retry schedule.

@@ -19,10 +19,10 @@ from typing import Any
 
 from redis import Redis, RedisError
 
-from app import rejections
-from app.receive import CALLBACK_KEY
-from app.settings import Settings
+from app.core.config import Settings
 from app.sources import SOURCES
+from app.web import rejections
+from app.web.receive import CALLBACK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ OUTCOMES = ("accepted", "duplicate", "ignored", "spooled", "rejected", "unavaila
 
 
 def outcome(status: int, noted: tuple[str, str, str] | None) -> str:
-    """What became of a callback, as app.metrics counts it."""
+    """What became of a callback, as app.web.metrics counts it."""
     if status == 200 and noted:
         return noted[2]
     if status in REFUSED:

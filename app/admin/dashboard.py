@@ -16,18 +16,14 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.utils import utcparse
 
-from app import rejections, spool, traffic
-from app.settings import Settings
+from app.core.config import Settings
+from app.web import rejections, spool, traffic
+from workers import ops, streams, transcode
 
 SCAN_BUDGET = 5000  # videos looked at, at most, by one transcodes listing
 SCAN_STEP = 5000  # keys SCAN walks per round trip
 LIVE_STATES = ("CONNECTING", "CONNECTED", "RECONNECTING")
 
-
-def _ops():
-    from workers import ops  # at first use: see app.admin._ops
-
-    return ops
 
 
 # --- queues and workers -----------------------------------------------------------------------
@@ -43,7 +39,7 @@ def _stamp(raw: bytes | None) -> float | None:
 
 def queues(redis: Redis) -> list[dict[str, Any]]:
     """Per RQ queue: jobs waiting, the oldest one's age, scheduled, running and failed jobs."""
-    from workers.queues import QUEUES
+    from app.core.queues import QUEUES
 
     qs = [Queue(name, connection=redis) for name in QUEUES]
     pipe = redis.pipeline(transaction=False)
@@ -84,7 +80,6 @@ def workers(redis: Redis) -> list[dict[str, Any]]:
 
 def streams_now(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
     """Streams by latest state (``streams.list_streams``), live ones first, then newest first."""
-    from workers import streams
 
     found = streams.list_streams(redis, limit=limit)
     return sorted(found, key=lambda s: (not (s.get("current") and s.get("state") in LIVE_STATES),
@@ -93,7 +88,6 @@ def streams_now(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
 
 def stream_history(redis: Redis, room_id: str, job_id: str | None = None) -> list[dict[str, Any]]:
     """A room's states (one job's, given ``job_id``), oldest first in stream order."""
-    from workers import streams
 
     return streams.stream_history(redis, room_id, job_id) if job_id else streams.history(redis, room_id)
 
@@ -133,7 +127,6 @@ def videos(redis: Redis, state: str | None = None, limit: int = 100) -> list[dic
     """Videos with transcodes (from a bounded scan of the per-video rung sets): those with a
     failed, timed-out or deleted rung first, then running, then done; newest change first.
     ``state`` (failed, running, done) keeps one group."""
-    from workers import transcode
 
     prefix = transcode.VIDEO_RUNGS_PREFIX
     ids = []
@@ -155,7 +148,7 @@ def videos(redis: Redis, state: str | None = None, limit: int = 100) -> list[dic
     pipe = redis.pipeline(transaction=False)
     for video in shown:
         pipe.smembers(prefix + video["video_id"])
-    rung_sets = [sorted((r.decode() for r in rungs), key=_ops()._rung_order)  # as ops.transcodes orders them
+    rung_sets = [sorted((r.decode() for r in rungs), key=ops._rung_order)  # as ops.transcodes orders them
                  for rungs in (pipe.execute() if shown else [])]
     pipe = redis.pipeline(transaction=False)
     for video, rungs in zip(shown, rung_sets, strict=True):
@@ -178,8 +171,7 @@ def overview(redis: Redis, settings: Settings, minutes: int = 60) -> dict[str, A
     except RedisError:
         return {**doc, "redis_up": False, "traffic": [], "rejected_by_reason": {}, "queues": [], "workers": [],
                 "failed": 0, "streams_live": 0}
-    from workers.actions import FAILED_INDEX
-    from workers.queues import EVENTS_QUEUE
+    from app.core.queues import EVENTS_QUEUE, FAILED_INDEX
 
     per_minute = traffic.per_minute(redis, minutes)
     live = [s for s in streams_now(redis) if s.get("state") in LIVE_STATES and s.get("current", True)]

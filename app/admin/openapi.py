@@ -1,5 +1,5 @@
 """The OpenAPI 3 document of the whole HTTP surface, generated with apispec from the Marshmallow
-schemas the service itself loads and dumps with (app/sources/* for the hooks, app/api_schemas.py
+schemas the service itself loads and dumps with (app/sources/* for the hooks, app/admin/schemas.py
 for the admin API), and served at /openapi.json without authentication.
 
 tests/test_openapi.py checks every route of the app is documented here and runs schemathesis
@@ -17,8 +17,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, Response
 from marshmallow import fields
 
-from app import api_schemas as s
-from app.fields import JSONString, Numeric, Text
+from app.admin import schemas as s
+from app.core.fields import JSONString, Numeric, Text
 from app.sources import cdnetworks, metastudio
 
 TITLE = "mediahook"
@@ -30,7 +30,7 @@ _DECIMAL_TEXT = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
 
 
 def _vendor_fields(self: Any, field: fields.Field, **_: Any) -> dict[str, Any]:
-    """How app/fields.py's vendor-quirk fields look on the wire."""
+    """How app/core/fields.py's vendor-quirk fields look on the wire."""
     if isinstance(field, Numeric):
         if field.decimals:
             return {"oneOf": [{"type": "number"}, {"type": "string", "pattern": _DECIMAL_TEXT}]}

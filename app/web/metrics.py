@@ -29,8 +29,8 @@ them with ``max without (instance)``, not ``sum``. ``mediahook_redis_up`` is 0 w
 could not read Redis (those figures are then absent; the web's own are still there).
 
 Label values are bounded: event types not in a source's schemas are ``other``, ``unparsed``
-when the payload was refused before its type was known; action kinds and vendors not listed in
-``ACTION_VENDORS`` are ``other``.
+when the payload was refused before its type was known; action kinds and vendors come from the
+action registry (workers/actions.py), so they are bounded too.
 """
 
 from __future__ import annotations
@@ -52,29 +52,18 @@ from redis import Redis, RedisError
 from rq import Queue
 from rq.job import Job
 from rq.utils import utcparse
+from rq.worker_registration import REDIS_WORKER_KEYS
 
-from app import spool
-from app.receive import CALLBACK_KEY
-from app.settings import Settings
+from app.core.config import Settings
+from app.core.counters import REDIS_KEY, VENDOR_BUCKETS
+from app.core.queues import FAILED_INDEX, QUEUES
 from app.sources import SOURCES
-from workers.queues import QUEUES
+from app.web import spool
+from app.web.receive import CALLBACK_KEY
 
 log = logging.getLogger(__name__)
 
-REDIS_KEY = "mh:metrics"  # hash: "<metric>|<label>|..." -> count (written by workers)
-# = workers.actions.FAILED_INDEX (a test checks): not imported, workers.actions imports this module.
-FAILED_INDEX = "mh:actions:failed"
-RQ_WORKERS_KEY = "rq:workers"
-
 ANSWER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-VENDOR_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-# The vendor each kind of action calls (a label of mediahook_actions_total).
-ACTION_VENDORS = {
-    "transcode.submit": "muducloud", "transcode.poll": "muducloud", "converter.reconcile": "flighthub",
-    "koophone.apply": "koophone", "live.start": "metastudio",
-}
-VENDORS = frozenset(ACTION_VENDORS.values())
 
 # HTTP status of a refused callback -> outcome; a 200's outcome is what receive.deliver noted.
 _OUTCOME_BY_STATUS = {"400": "rejected", "401": "rejected", "405": "rejected", "413": "rejected",
@@ -143,62 +132,6 @@ class CallbackMetrics:
         inc()
 
 
-# --- worker side: counters kept in Redis ------------------------------------------------------
-
-def _kind_vendor(kind: str | None) -> tuple[str, str]:
-    return (kind, ACTION_VENDORS[kind]) if kind in ACTION_VENDORS else ("other", "other")
-
-
-def _hincr(redis: Redis, fields: dict[str, int | float]) -> None:
-    """Add to counters in ``mh:metrics``; a metrics write never fails the action that makes it."""
-    try:
-        pipe = redis.pipeline(transaction=False)
-        for name, amount in fields.items():
-            if isinstance(amount, float):
-                pipe.hincrbyfloat(REDIS_KEY, name, amount)
-            else:
-                pipe.hincrby(REDIS_KEY, name, amount)
-        pipe.execute()
-    except RedisError as exc:
-        log.debug("metrics not recorded: %s", exc)
-
-
-def count_action(redis: Redis, kind: str | None, outcome: str, retry_reason: str | None = None) -> None:
-    """One action attempt ended: succeeded, skipped, retrying (with why) or failed (for good)."""
-    kind, vendor = _kind_vendor(kind)
-    fields: dict[str, int | float] = {f"action|{vendor}|{kind}|{outcome}": 1}
-    if retry_reason:
-        fields[f"retry|{vendor}|{kind}|{retry_reason}"] = 1
-    _hincr(redis, fields)
-
-
-def observe_vendor_call(redis: Redis, vendor: str, seconds: float, result: str) -> None:
-    """One HTTP call to a vendor: its latency and result ("2xx", "4xx", "429", "timeout", ...)."""
-    vendor = vendor if vendor in VENDORS else "other"
-    bucket = next((str(i) for i, bound in enumerate(VENDOR_BUCKETS) if seconds <= bound), "inf")
-    _hincr(redis, {f"call|{vendor}|{result}": 1, f"call_le|{vendor}|{bucket}": 1, f"call_sum|{vendor}": seconds})
-
-
-def count_sweep(redis: Redis, what: str, outcome: str, amount: int = 1) -> None:
-    """The sweep (workers/sweep.py) found ``amount`` events or actions with no live job: queued
-    them again ("requeued") or, RQ having given their job up, marked them failed ("failed")."""
-    _hincr(redis, {f"sweep|{outcome}|{what}": amount})
-
-
-def retry_reason(error: Any) -> str:
-    """Why a transient failure is retried, in a few bounded words."""
-    status, code = getattr(error, "status", None), getattr(error, "code", None)
-    if not hasattr(error, "transient"):
-        return "unexpected"
-    if status == 429:
-        return "rate_limited"
-    if status and status >= 500 and code in (None, ""):
-        return "server_error"
-    if status is None and code in (None, ""):
-        return "network"
-    return "vendor_error"
-
-
 # --- scrape time: Redis and the spool ---------------------------------------------------------
 
 def _redis_counters(raw: dict[bytes, bytes]) -> list[Metric]:
@@ -253,7 +186,7 @@ def _queue_metrics(redis: Redis) -> list[Metric]:
         pipe.zcard(q.started_job_registry.key)
         pipe.zcard(q.failed_job_registry.key)
     pipe.zcard(FAILED_INDEX)
-    pipe.scard(RQ_WORKERS_KEY)
+    pipe.scard(REDIS_WORKER_KEYS)
     pipe.hgetall(REDIS_KEY)
     results = pipe.execute()
     failed_for_good, workers, counters = results[-3:]

@@ -1,6 +1,6 @@
 """The ``mediahook`` operator commands: events, failures, replays, actions, transcodes, KooPhone,
 live jobs, and the console's views (overview, streams, refusals, audit). Each one is a call of
-the admin API (app/cli_api.py: over HTTP, or in-process on the host) and prints the API's
+the admin API (app/cli/api.py: over HTTP, or in-process on the host) and prints the API's
 document: for people by default, as is with ``--json``."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from app import cli_api
-from app import cli_format as fmt
-from app.api_schemas import EVENT_STATUSES
-from app.cli_api import ApiError, Client, path
+from app.admin.schemas import EVENT_STATUSES
+from app.cli import api as cli_api
+from app.cli import format as fmt
+from app.cli.api import ApiError, Client, path
 from app.sources import SOURCES
 
 STREAM_KEY_ENV = "MEDIAHOOK_STREAM_KEY"
@@ -37,7 +37,7 @@ def client() -> Client:
         if remote is not None:
             meta[_CLIENT] = cli_api.HttpClient(remote)
         else:
-            from app.cli import _settings
+            from app.cli.main import _settings
 
             meta[_CLIENT] = cli_api.LocalClient(_settings())
     return meta[_CLIENT]

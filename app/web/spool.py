@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 from redis import RedisError
 
-from app.store import Event, EventStore
+from app.core.events import Event, EventStore
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ URLs with their query string at DEBUG), so only the last step sees them all. It 
 fields with secret names, ``name=value`` / ``"name": "value"`` pairs in messages and tracebacks,
 and any configured secret value (the ``repr=False`` fields of Settings) wherever it appears.
 
-The ids come from context variables set by ``context()`` (``workers.events.process_event``,
+The ids come from context variables set by ``context()`` (``workers.process.process_event``,
 ``workers.actions.tracked``); an ``extra={"event_id": ...}`` on the call wins over them.
 """
 
@@ -26,8 +26,8 @@ from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.redact import MASK, secret_name  # the one secret rule
-from app.settings import Settings
+from app.core.config import Settings
+from app.core.redact import MASK, secret_name  # the one secret rule
 
 _event_id: ContextVar[str | None] = ContextVar("mediahook_event_id", default=None)
 _action_id: ContextVar[str | None] = ContextVar("mediahook_action_id", default=None)
@@ -126,7 +126,7 @@ def settings_secrets(obj: Any) -> list[str]:
 def access_fields(environ: dict, status: str, sent: int | None, seconds: float) -> dict[str, Any]:
     """The fields of one access log line (gunicorn's logger calls it with the WSGI environ):
     the query string with secret values masked, and what became of a callback if it was one."""
-    from app.receive import CALLBACK_KEY
+    from app.web.receive import CALLBACK_KEY
 
     fields: dict[str, Any] = {
         "method": environ.get("REQUEST_METHOD", ""),

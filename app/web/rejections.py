@@ -1,7 +1,7 @@
 """Refused callbacks (400 / 401 / 413 / 415): why, from where, when. Kept so an operator can see
 a secret rotation or a misconfigured proxy at a glance, instead of a bare 401 counter.
 
-``app.traffic``'s WSGI wrapper sees each refused answer; ``reason`` makes it a sentence (from the
+``app.web.traffic``'s WSGI wrapper sees each refused answer; ``reason`` makes it a sentence (from the
 answer's own JSON, and for a 401 from the source's ``refusal``, the function its ``authenticate``
 is built on, so the reason cannot drift from the check; only refused requests ask it twice).
 The entries go to Redis from the traffic thread, so the answer never waits on, nor fails with,
@@ -24,7 +24,7 @@ from typing import Any
 from flask import Request
 from redis import Redis
 
-from app.settings import Settings
+from app.core.config import Settings
 from app.sources import SOURCES
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Remote (``MEDIAHOOK_URL`` + ``MEDIAHOOK_ADMIN_TOKEN``, or ``url`` and ``token`` 
 ``~/.config/mediahook/cli.toml``): HTTP to /api/, from any machine that reaches it. Local (on a
 host with the service's configuration): the same admin API blueprint run in-process against Redis,
 with a token made up for this one command. Either way a command gets the API's own documents
-(dumped by app/api_schemas.py), so its output is the same in both modes, and a local action is
+(dumped by app/admin/schemas.py), so its output is the same in both modes, and a local action is
 audited like an API one (as ``cli:<user>``).
 """
 
@@ -168,8 +168,8 @@ class LocalClient:
     def __init__(self, settings: Any) -> None:
         from flask import Flask
 
-        from app import admin
-        from app.store import connect
+        from app.admin import api as admin
+        from app.core.redis import connect
 
         self.where = "redis " + settings.redis_url.split("@")[-1]
         self._token = secrets.token_urlsafe(32)
@@ -189,7 +189,7 @@ class LocalClient:
              body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         from redis.exceptions import RedisError
 
-        from app.settings import ConfigError
+        from app.core.config import ConfigError
 
         if not self._checked:  # a clear line instead of the API's generic 503
             try:

@@ -7,7 +7,7 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from app.receive import error_response
+from app.web.receive import error_response
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Marshmallow schemas of the admin API (app/admin.py): what it loads from a request, what it
-dumps in a response. The OpenAPI document (app/openapi.py) is generated from these, so a field
+"""Marshmallow schemas of the admin API (app/admin/api.py): what it loads from a request, what it
+dumps in a response. The OpenAPI document (app/admin/openapi.py) is generated from these, so a field
 added here is documented there."""
 
 from __future__ import annotations

@@ -17,12 +17,12 @@ from flask import Request, Response, abort, request
 from marshmallow import ValidationError
 from redis import RedisError
 
-from app import spool
-from app.fields import flatten_errors
-from app.settings import Settings
+from app.core.config import Settings
+from app.core.events import Event, dedup_digest, new_event_id, scope_digest
+from app.core.fields import flatten_errors
 from app.sources.base import Endpoint, plain_delivery
 from app.sources.body import Unsupported, decode_body
-from app.store import Event, dedup_digest, new_event_id, scope_digest
+from app.web import spool
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _KEPT_ENVIRON = tuple(
 )
 
 # For the metrics and the access log: deliver() notes (event id, type label, outcome) in the WSGI
-# environ under this key; app.metrics' wrapper counts it, the access log shows the id. Types we do
+# environ under this key; app.web.metrics' wrapper counts it, the access log shows the id. Types we do
 # not handle are noted as "other" (free-form strings must not become label values).
 CALLBACK_KEY = "mediahook.callback"
 
@@ -140,6 +140,6 @@ def deliver(event: Event, ingest: Ingest, spool_dir: str, environ: dict | None =
 
 
 def _note(environ: dict | None, event_id: str, event: Event, outcome: str) -> None:
-    """What became of the callback, for app.metrics' counter and the access log."""
+    """What became of the callback, for app.web.metrics' counter and the access log."""
     if environ is not None:
         environ[CALLBACK_KEY] = (event_id, event.type if event.status == "queued" else "other", outcome)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
 
-from app import spool
-from app.receive import json_response
+from app.web import spool
+from app.web.receive import json_response
 
 bp = Blueprint("health", __name__)
 

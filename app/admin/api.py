@@ -18,21 +18,14 @@ from flask import Blueprint, Response, current_app, g, request
 from marshmallow import Schema, ValidationError
 from redis import Redis, RedisError
 
-from app import api_schemas as s
-from app import audit, dashboard, rejections
-from app.fields import flatten_errors
-from app.receive import error_response, json_response, read_body
-from app.settings import Settings
+from app.admin import audit, dashboard
+from app.admin import schemas as s
+from app.core.config import Settings
+from app.core.fields import flatten_errors
 from app.sources.body import Unsupported, decode_body
-
-
-def _ops():
-    """workers.ops, imported on first use: importing it at module level would close an import
-    cycle (app/__init__ -> admin -> workers.ops -> workers.actions -> app.redact -> app/__init__)."""
-    from workers import ops
-
-    return ops
-
+from app.web import rejections
+from app.web.receive import error_response, json_response, read_body
+from workers import ops, vendor_control
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
 
@@ -142,7 +135,7 @@ def _body(schema: Schema) -> dict[str, Any]:
 def list_events() -> Response:
     q = _query(EVENTS_QUERY)
     redis, _ = _runtime()
-    events, position = _ops().list_events(
+    events, position = ops.list_events(
         redis, before=q.pop("cursor", None), since=q.pop("since", None), until=q.pop("until", None),
         limit=q.pop("limit"), **q)
     return json_response(200, EVENT_PAGE.dump({"events": events, "next_cursor": position}))
@@ -150,7 +143,7 @@ def list_events() -> Response:
 
 @bp.get("/events/<event_id>")
 def show_event(event_id: str) -> Response:
-    doc = _ops().event_details(_runtime()[0], event_id)
+    doc = ops.event_details(_runtime()[0], event_id)
     if doc is None:
         return error_response(404, f"no event {event_id} (unknown, or past its retention)")
     return json_response(200, EVENT_DETAIL.dump(doc))
@@ -161,7 +154,7 @@ def replay_event(event_id: str) -> Response:
     redis, settings = _runtime()
     skipped: list[dict[str, str]] = []
     try:
-        job_id = _ops().replay(redis, event_id, settings, skipped=skipped)
+        job_id = ops.replay(redis, event_id, settings, skipped=skipped)
     except LookupError as exc:
         return error_response(404, str(exc))
     _audit("replay", event_id=event_id, job_id=job_id)
@@ -175,13 +168,13 @@ def replay_event(event_id: str) -> Response:
 def list_failed() -> Response:
     q = _query(FAILED_QUERY)
     limit = q.pop("limit")
-    items = _ops().failed_items(_runtime()[0], **q)
+    items = ops.failed_items(_runtime()[0], **q)
     return json_response(200, FAILED_LIST.dump({"items": items[:limit], "total": len(items)}))
 
 
 @bp.get("/actions/<action_id>")
 def show_action(action_id: str) -> Response:
-    doc = _ops().action(_runtime()[0], action_id)
+    doc = ops.action(_runtime()[0], action_id)
     if doc is None:
         return error_response(404, f"no action {action_id}")
     return json_response(200, s.Action().dump(doc))
@@ -192,12 +185,12 @@ def requeue_failed() -> Response:
     data = _body(REQUEUE)
     redis, settings = _runtime()
     if "id" in data:
-        items = _ops().failed_items(redis, ids=[data["id"]])
+        items = ops.failed_items(redis, ids=[data["id"]])
         if not items:
             return error_response(404, f"no failed action or event job {data['id']}")
     else:
-        items = _ops().failed_items(redis, **data.get("filter", {}))
-    result = _ops().requeue_failed(redis, settings, items)
+        items = ops.failed_items(redis, **data.get("filter", {}))
+    result = ops.requeue_failed(redis, settings, items)
     _audit("requeue", request={k: v for k, v in data.items()}, requeued=len(result["requeued"]),
            skipped=len(result["skipped"]), ids=result["requeued"][:50])
     return json_response(200, s.RequeueResult().dump(result))
@@ -208,7 +201,7 @@ def requeue_failed() -> Response:
 @bp.get("/live/jobs/<job_id>")
 def show_live_job(job_id: str) -> Response:
     redis, settings = _runtime()
-    doc = _ops().live_job(redis, settings, job_id)
+    doc = ops.live_job(redis, settings, job_id)
     if doc is None:
         return error_response(404, f"nothing known of live job {job_id}")
     return json_response(200, LIVE_JOB.dump(doc))
@@ -219,7 +212,7 @@ def start_live_job() -> Response:
     data = _body(LIVE_START)
     redis, settings = _runtime()
     try:
-        action_id = _ops().live_start(redis, settings, data["room_id"], data["output_url"], data["stream_key"])
+        action_id = ops.live_start(redis, settings, data["room_id"], data["output_url"], data["stream_key"])
     except ValueError as exc:  # what the configuration lacks (no [metastudio], no public_base_url)
         return error_response(409, str(exc))
     _audit("live.start", room_id=data["room_id"], action_id=action_id)  # never the stream key
@@ -232,7 +225,7 @@ def start_live_again(action_id: str) -> Response:
     data = _body(LIVE_START_AGAIN) if request.content_length or request.headers.get("Transfer-Encoding") else {}
     redis, settings = _runtime()
     try:
-        done = _ops().live_start_again(redis, settings, action_id, data.get("stream_key"))
+        done = ops.live_start_again(redis, settings, action_id, data.get("stream_key"))
     except LookupError as exc:
         return error_response(404, str(exc))
     except ValueError as exc:  # not a failed live start, already started again, or the configuration lacks
@@ -244,7 +237,7 @@ def start_live_again(action_id: str) -> Response:
 @bp.get("/transcodes")
 def list_transcodes() -> Response:
     video_id = _query(TRANSCODES_QUERY)["video_id"]
-    rungs = _ops().transcodes(_runtime()[0], video_id)
+    rungs = ops.transcodes(_runtime()[0], video_id)
     if not rungs:
         return error_response(404, f"no transcodes for video {video_id}")
     return json_response(200, s.Transcodes().dump({"video_id": video_id, "rungs": rungs}))
@@ -288,7 +281,6 @@ def list_audit() -> Response:
 # --- vendor controls ------------------------------------------------------------------------
 
 def _vendor_control():
-    from workers import vendor_control
 
     return vendor_control
 
@@ -340,7 +332,7 @@ def koophone_apply() -> Response:
     if data["profile"] not in settings.koophone.profiles:
         raise ValidationError(f"No such profile; known: {sorted(settings.koophone.profiles)}.", "profile")
     try:
-        action_ids = _ops().koophone_apply(redis, settings, data["profile"], data["instance_ids"])
+        action_ids = ops.koophone_apply(redis, settings, data["profile"], data["instance_ids"])
     except ValueError as exc:  # ops' own checks of the input, should they ever go beyond the schema's
         return error_response(400, "invalid payload", errors={"_body": [str(exc)]})
     _audit("koophone.apply", profile=data["profile"], instances=len(data["instance_ids"]), action_ids=action_ids)

@@ -1,13 +1,13 @@
 """``mediahook vendor pause|resume|status``: vendor controls, over the admin API like every
-operator command (app/cli_ops.py; the state itself: workers/vendor_control.py)."""
+operator command (app/cli/ops.py; the state itself: workers/vendor_control.py)."""
 
 from __future__ import annotations
 
 import click
 
-from app import cli_format as fmt
-from app.cli_api import path
-from app.cli_ops import call, json_option
+from app.cli import format as fmt
+from app.cli.api import path
+from app.cli.ops import call, json_option
 from workers.vendor_control import VENDORS as VENDOR_NAMES
 
 

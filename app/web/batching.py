@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from app.store import Event, EventStore
+from app.core.events import Event, EventStore
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 from redis import Redis
 
-from app.settings import Settings
+from app.core.config import Settings
 from app.sources.metastudio import signature_headers, signed_url
 from workers import ops
 

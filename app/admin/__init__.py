@@ -1,0 +1,1 @@
+"""The admin API (token-guarded), its schemas, the OpenAPI document and the dashboard figures."""

@@ -1,0 +1,1 @@
+"""The `mediahook` command: operations over the admin API, the worker, the dev supervisor."""
