@@ -25,7 +25,10 @@ NAME = "metastudio"
 LIVE_EVENTS_PATH = "live-events"
 SIGNATURE_PARAMS = ("hwSecret", "hwTime")
 STREAM_STATES = ("CONNECTING", "CONNECTED", "DISCONNECTED", "RECONNECTING", "END")
-EVENT_TYPES = ("SHOOT_SCRIPT_SWITCH", "RTMP_STREAM_STATE_CHANGE", "REPLY_COMMAND_FINISH")
+SCRIPT_SWITCH_EVENT = "SHOOT_SCRIPT_SWITCH"
+STREAM_STATE_EVENT = "RTMP_STREAM_STATE_CHANGE"
+REPLY_FINISH_EVENT = "REPLY_COMMAND_FINISH"
+EVENT_TYPES = (SCRIPT_SWITCH_EVENT, STREAM_STATE_EVENT, REPLY_FINISH_EVENT)
 # Bodies that carry no id and no time: the same bytes come back whenever a stream returns to a
 # state (CONNECTED after DISCONNECTED) or a timeline to a paragraph, so bytes alone cannot tell
 # a re-delivery from a transition. The message fields that name what the body is a state of:
