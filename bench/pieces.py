@@ -37,10 +37,10 @@ from flask import Flask, request
 
 from app import create_app
 from app.cli.embedded_redis import RedisServer
+from app.core.body import decode_body
 from app.core.config import Settings, build
 from app.core.events import INGEST_SCRIPT, Event, EventStore, dedup_digest, new_event_id
 from app.sources import metastudio
-from app.sources.body import decode_body
 from app.web import receive
 from app.web.batching import IngestBatcher
 from app.web.receive import _kept_headers, json_response, read_body

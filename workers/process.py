@@ -17,11 +17,11 @@ from redis import Redis
 from rq import get_current_job
 
 from app.core import logs
+from app.core.body import decode_body
 from app.core.config import Settings
 from app.core.events import EVENT_PREFIX
 from app.sources import SOURCES
 from app.sources.base import Parsed
-from app.sources.body import decode_body
 from workers import converter, streams, timeline, transcode, video_settings
 from workers.context import settings
 

@@ -20,9 +20,9 @@ from redis import Redis, RedisError
 
 from app.admin import audit, dashboard
 from app.admin import schemas as s
+from app.core.body import Unsupported, decode_body
 from app.core.config import Settings
 from app.core.fields import flatten_errors
-from app.sources.body import Unsupported, decode_body
 from app.web import rejections
 from app.web.receive import error_response, json_response, read_body
 from workers import ops, vendor_control

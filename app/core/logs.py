@@ -29,6 +29,11 @@ from urllib.parse import urlsplit
 from app.core.config import Settings
 from app.core.redact import MASK, secret_name  # the one secret rule
 
+# For the metrics and the access log: the receive path notes (event id, type label, outcome) in the
+# WSGI environ under this key; app.web.metrics' wrapper counts it, the access log shows the id. Types
+# we do not handle are noted as "other" (free-form strings must not become label values).
+CALLBACK_KEY = "mediahook.callback"
+
 _event_id: ContextVar[str | None] = ContextVar("mediahook_event_id", default=None)
 _action_id: ContextVar[str | None] = ContextVar("mediahook_action_id", default=None)
 
@@ -126,8 +131,6 @@ def settings_secrets(obj: Any) -> list[str]:
 def access_fields(environ: dict, status: str, sent: int | None, seconds: float) -> dict[str, Any]:
     """The fields of one access log line (gunicorn's logger calls it with the WSGI environ):
     the query string with secret values masked, and what became of a callback if it was one."""
-    from app.web.receive import CALLBACK_KEY
-
     fields: dict[str, Any] = {
         "method": environ.get("REQUEST_METHOD", ""),
         "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),

@@ -37,7 +37,7 @@ def redact(value: Any) -> Any:
 
 def redact_body(body: bytes) -> Any:
     """A stored raw body made fit to show: decoded JSON with secrets masked."""
-    from app.sources.body import Unsupported, decode_body
+    from app.core.body import Unsupported, decode_body
 
     try:
         return redact(decode_body(body, accept_base64=True))

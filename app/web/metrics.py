@@ -56,10 +56,10 @@ from rq.worker_registration import REDIS_WORKER_KEYS
 
 from app.core.config import Settings
 from app.core.counters import REDIS_KEY, VENDOR_BUCKETS
+from app.core.logs import CALLBACK_KEY
 from app.core.queues import FAILED_INDEX, QUEUES
 from app.sources import SOURCES
 from app.web import spool
-from app.web.receive import CALLBACK_KEY
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,12 @@ from flask import Request, Response, abort, request
 from marshmallow import ValidationError
 from redis import RedisError
 
+from app.core.body import Unsupported, decode_body
 from app.core.config import Settings
 from app.core.events import Event, dedup_digest, new_event_id, scope_digest
 from app.core.fields import flatten_errors
+from app.core.logs import CALLBACK_KEY
 from app.sources.base import Endpoint, plain_delivery
-from app.sources.body import Unsupported, decode_body
 from app.web import spool
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,6 @@ _KEPT_ENVIRON = tuple(
     (name, "CONTENT_TYPE" if name == "Content-Type" else "HTTP_" + name.upper().replace("-", "_"))
     for name in KEPT_HEADERS
 )
-
-# For the metrics and the access log: deliver() notes (event id, type label, outcome) in the WSGI
-# environ under this key; app.web.metrics' wrapper counts it, the access log shows the id. Types we do
-# not handle are noted as "other" (free-form strings must not become label values).
-CALLBACK_KEY = "mediahook.callback"
 
 
 def json_response(status: int, doc: dict[str, Any]) -> Response:

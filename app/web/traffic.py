@@ -20,9 +20,9 @@ from typing import Any
 from redis import Redis, RedisError
 
 from app.core.config import Settings
+from app.core.logs import CALLBACK_KEY
 from app.sources import SOURCES
 from app.web import rejections
-from app.web.receive import CALLBACK_KEY
 
 log = logging.getLogger(__name__)
 
