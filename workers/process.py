@@ -4,6 +4,10 @@ It re-reads the stored raw body through the same source schema the web side used
 the workers act on is exactly what was validated. Deciding is quick and touches no vendor;
 the vendor calls are the actions' own jobs, with their own retries. Running it again (a
 replay) is safe: every action is keyed for idempotency.
+
+What an event type leads to is ``ROUTES``: (source, event type) -> planner. A planner records
+what the event says (stream state, script timeline) and queues the actions that follow; the
+effect modules (``transcode``, ``converter``, ``video_settings``) own their own planning.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -20,19 +26,108 @@ from app.core import logs
 from app.core.body import decode_body
 from app.core.config import Settings
 from app.core.events import EVENT_PREFIX
-from app.sources import SOURCES
+from app.sources import SOURCES, cdnetworks, metastudio
 from app.sources.base import Parsed
 from workers import converter, streams, timeline, transcode, video_settings
 from workers.context import settings
 
 log = logging.getLogger(__name__)
 
+Plan = tuple[list[str], list[str]]  # (action ids queued, notes on what was not done and why)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One recorded event as a planner sees it."""
+
+    event_id: str
+    source: str
+    event_type: str
+    data: dict[str, Any]  # the validated payload (MetaStudio: the decoded ``message``)
+    received_at: float
+    sent_at: float | None = None  # the vendor's signed send time, where the request carried one
+
+
+Planner = Callable[[Redis, Settings, Incoming], Plan]
+EffectPlanner = Callable[[Redis, Settings, str, dict[str, Any]], Plan]  # (redis, settings, event id, message)
+
+
+# --- planners -------------------------------------------------------------------------------
+
+def _upload(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+    if s.transcoder is None:
+        return [], ["[transcoder] is not configured: no transcodes"]
+    return transcode.plan_upload(redis, s.transcoder, ev.data["data"]["videoListInfo"], ev.event_id)
+
+
+def _vendor_transcoded(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+    return [], ["CDNetworks finished its own transcoding: recorded, nothing to call"]
+
+
+# What follows a stream's state. Each effect plans its own reconciles from the state message
+# (and skips a job that is not its scope's current one), so adding one is one entry here.
+STREAM_EFFECTS: tuple[EffectPlanner, ...] = (
+    converter.plan,       # FlightHub converters bound to the room or output URL
+    video_settings.plan,  # KooPhone instances bound to the room
+)
+
+
+def _stream_state(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+    """Keep the state, then let each effect queue its reconciles (each converges on the stream's
+    target state, whatever order the events come in)."""
+    msg = ev.data
+    streams.record_state(redis, room_id=msg["room_id"], job_id=msg["job_id"], output_url=msg["output_url"],
+                         state=msg["state"], event_id=ev.event_id, received_at=ev.received_at, sent_at=ev.sent_at)
+    latest = streams.latest(redis, msg["room_id"])
+    action_ids: list[str] = []
+    notes = [] if latest is None or latest["event_id"] == ev.event_id else [
+        f"a state ordered after this one is recorded for room {msg['room_id']} ({latest['state']}, job "
+        f"{latest['job_id']}); converging on the room's target state"]
+    for plan in STREAM_EFFECTS:
+        more_ids, more_notes = plan(redis, s, ev.event_id, msg)
+        action_ids += more_ids
+        notes += more_notes
+    return action_ids, notes
+
+
 SWITCH_NOTES = {"older": ["a switch ordered after this one already moved the script timeline"],
                 "same": ["the script timeline already showed this paragraph"]}
 
 
-def _parse(record: dict[bytes, bytes]) -> Parsed:
-    source = SOURCES[record[b"source"].decode()]
+def _script_switch(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+    outcome = timeline.script_switched(redis, ev.data, ev.received_at, ev.event_id, ev.sent_at)
+    return [], SWITCH_NOTES.get(outcome, [])
+
+
+def _reply_finished(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+    timeline.reply_finished(redis, ev.data, ev.received_at)
+    return [], []
+
+
+# What each event type leads to. A type its source does not handle (parsed as not ``known``) is
+# recorded as ignored on arrival and never gets here; a handled type without an entry is
+# processed with a note and no actions.
+ROUTES: dict[tuple[str, str], Planner] = {
+    (cdnetworks.NAME, cdnetworks.UPLOAD_EVENT): _upload,
+    (cdnetworks.NAME, cdnetworks.TRANSCODE_EVENT): _vendor_transcoded,
+    (metastudio.NAME, metastudio.STREAM_STATE_EVENT): _stream_state,
+    (metastudio.NAME, metastudio.SCRIPT_SWITCH_EVENT): _script_switch,
+    (metastudio.NAME, metastudio.REPLY_FINISH_EVENT): _reply_finished,
+}
+
+
+def decide(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+    """(action ids queued, notes on what was not done and why) for one event."""
+    planner = ROUTES.get((ev.source, ev.event_type))
+    if planner is None:
+        return [], [f"no actions for {ev.event_type}"]
+    return planner(redis, s, ev)
+
+
+# --- the job --------------------------------------------------------------------------------
+
+def _parse(source_name: str, record: dict[bytes, bytes]) -> Parsed:
+    source = SOURCES[source_name]
     path = record[b"endpoint"].decode()
     endpoint = next(e for e in source.ENDPOINTS if e.path == path)
     return endpoint.parse(decode_body(record[b"body"], endpoint.accept_base64))
@@ -53,51 +148,16 @@ def _process(event_id: str) -> str:
         # Retention passed before a worker got to it: nothing left to do, and nothing to fail.
         log.warning("event %s: record expired before processing", event_id)
         return "expired"
-    received_at = float(record[b"received_at"])
-    sent_at = float(record[b"sent_at"]) if record.get(b"sent_at") else None
     if record.get(b"status") in (b"ignored", b"duplicate"):
         # Not ours to act on, or a re-delivery whose original (``duplicate_of``) is processed.
         return record[b"status"].decode()
-    parsed = _parse(record)
-    action_ids, notes = decide(redis, settings(), event_id, parsed, received_at, sent_at)
+    source = record[b"source"].decode()
+    parsed = _parse(source, record)
+    ev = Incoming(event_id=event_id, source=source, event_type=parsed.event_type, data=parsed.data,
+                  received_at=float(record[b"received_at"]),
+                  sent_at=float(record[b"sent_at"]) if record.get(b"sent_at") else None)
+    action_ids, notes = decide(redis, settings(), ev)
     redis.hset(key, mapping={"status": "processed", "processed_at": repr(time.time()),
                              "actions": json.dumps(action_ids), "notes": json.dumps(notes)})
     log.info("event %s processed (%s): %d action(s)", event_id, parsed.event_type, len(action_ids))
     return "processed"
-
-
-def decide(redis: Redis, s: Settings, event_id: str, parsed: Parsed, received_at: float,
-           sent_at: float | None = None) -> tuple[list[str], list[str]]:
-    """(action ids queued, notes on what was not done and why) for one event. ``sent_at`` is the
-    vendor's signed send time, where the request carried one (it orders live events)."""
-    data = parsed.data
-    if parsed.event_type == "VOD_UPLOAD":
-        if s.transcoder is None:
-            return [], ["[transcoder] is not configured: no transcodes"]
-        return transcode.plan_upload(redis, s.transcoder, data["data"]["videoListInfo"], event_id)
-    if parsed.event_type == "VOD_TRANSCODE":
-        return [], ["CDNetworks finished its own transcoding: recorded, nothing to call"]
-    if parsed.event_type == "RTMP_STREAM_STATE_CHANGE":
-        return _stream_state(redis, s, event_id, data, received_at, sent_at)
-    if parsed.event_type == "SHOOT_SCRIPT_SWITCH":
-        outcome = timeline.script_switched(redis, data, received_at, event_id, sent_at)
-        return [], SWITCH_NOTES.get(outcome, [])
-    if parsed.event_type == "REPLY_COMMAND_FINISH":
-        timeline.reply_finished(redis, data, received_at)
-        return [], []
-    return [], [f"no actions for {parsed.event_type}"]
-
-
-def _stream_state(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any], received_at: float,
-                  sent_at: float | None) -> tuple[list[str], list[str]]:
-    """Keep the state, then queue the reconciles of what follows this stream (each converges on
-    the stream's target state, whatever order the events come in)."""
-    streams.record_state(redis, room_id=msg["room_id"], job_id=msg["job_id"], output_url=msg["output_url"],
-                         state=msg["state"], event_id=event_id, received_at=received_at, sent_at=sent_at)
-    latest = streams.latest(redis, msg["room_id"])
-    notes = [] if latest is None or latest["event_id"] == event_id else [
-        f"a state ordered after this one is recorded for room {msg['room_id']} ({latest['state']}, job "
-        f"{latest['job_id']}); converging on the room's target state"]
-    action_ids, more_notes = converter.plan(redis, s, event_id, msg)
-    more_ids, phone_notes = video_settings.plan(redis, s, event_id, msg)
-    return action_ids + more_ids, notes + more_notes + phone_notes
