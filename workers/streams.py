@@ -41,14 +41,15 @@ def stream_ref(room_id: str | None = None, output_url: str | None = None) -> str
     return "url-" + hashlib.sha256((output_url or "").encode()).hexdigest()[:16]
 
 
-def _at(received_at: float, sent_at: float | None) -> float:
+def order_time(received_at: float, sent_at: float | None) -> float:
+    """When a live event happened, for ordering: the vendor's signed time, else our receive time."""
     return sent_at if sent_at is not None else received_at
 
 
 def record_state(redis: Redis, *, room_id: str, job_id: str, output_url: str, state: str, event_id: str,
                  received_at: float, sent_at: float | None) -> None:
     """Keep one state under its room and its output URL (idempotent: a replay adds nothing)."""
-    at = _at(received_at, sent_at)
+    at = order_time(received_at, sent_at)
     entry = json.dumps({"event_id": event_id, "state": state, "room_id": room_id, "job_id": job_id,
                         "output_url": output_url, "received_at": received_at, "sent_at": sent_at, "at": at},
                        sort_keys=True)
@@ -80,21 +81,17 @@ def current_job(entries: list[dict[str, Any]]) -> str | None:
     return max(first, key=first.__getitem__) if first else None
 
 
-def target(entries: list[dict[str, Any]], meaningful: Container[str]) -> dict[str, Any] | None:
-    """The latest state of the current job that means something to a binding, or None."""
+def target(entries: list[dict[str, Any]], meaningful: Container[str] | None = None) -> dict[str, Any] | None:
+    """The latest state of the current job that means something to a binding (any state, when
+    ``meaningful`` is None), or None."""
     job = current_job(entries)
-    return next((e for e in reversed(entries) if e["job_id"] == job and e["state"] in meaningful), None)
-
-
-def is_current(redis: Redis, ref: str, job_id: str) -> bool:
-    return current_job(states(redis, ref)) == job_id
+    return next((e for e in reversed(entries)
+                 if e["job_id"] == job and (meaningful is None or e["state"] in meaningful)), None)
 
 
 def latest(redis: Redis, ref: str) -> dict[str, Any] | None:
     """The latest state of the current job of a room (or ``url-…`` ref)."""
-    entries = states(redis, ref)
-    job = current_job(entries)
-    return next((e for e in reversed(entries) if e["job_id"] == job), None)
+    return target(states(redis, ref))
 
 
 def history(redis: Redis, ref: str) -> list[dict[str, Any]]:

@@ -6,9 +6,11 @@ from typing import Any
 
 from redis import Redis
 
+from workers.streams import STREAM_TTL as LIVE_TTL  # a job's script timeline lives as long as its stream states
+from workers.streams import order_time
+
 LIVE_PREFIX = "mh:live:"
 REPLIES_SUFFIX = ":replies"
-LIVE_TTL = 30 * 86400
 
 # Switches are ordered like stream states: by the vendor's signed time where the request had one,
 # else by our receive time, receive time breaking ties. A later switch to a different paragraph
@@ -39,7 +41,7 @@ def script_switched(redis: Redis, msg: dict[str, Any], received_at: float, event
     """Record a script switch: "moved" (the timeline shows it now), "same" (it already showed
     that paragraph: no change) or "older" (a switch ordered after it is already recorded)."""
     script = redis.register_script(_SWITCH)
-    at = sent_at if sent_at is not None else received_at
+    at = order_time(received_at, sent_at)
     outcome = script(keys=[LIVE_PREFIX + msg["job_id"]], args=[
         repr(received_at), msg["room_id"], msg.get("scene_script_name") or "", str(msg["shoot_script_sequence_no"]),
         msg.get("shoot_script_title") or "", event_id, LIVE_TTL, repr(float(at))])
