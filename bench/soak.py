@@ -87,7 +87,7 @@ class Sender:
         if cb.kind == "redelivery":
             return self.requests[cb.original]  # the very same signed request
         if cb.kind == "upload":
-            token = self.settings.cdnetworks.token if self.settings.cdnetworks else ""
+            token = self.settings.cdnetworks_source.token if self.settings.cdnetworks_source else ""
             return f"{self.base_url}{UPLOAD}?token={token}", cb.body, {"Content-Type": "application/json"}
         if cb.kind == "live":
             body = json.dumps({"room_id": cb.room, "output_url": cb.output_url, "stream_key": "soak-key"}).encode()
@@ -96,12 +96,12 @@ class Sender:
         signed = max(int(time.time()), self.room_clock.get(cb.room, 0) + 1)
         # A room's states outpace hwTime's whole seconds when it gets more than one a second:
         # slow down rather than sign further ahead than half the receiver's tolerance.
-        ahead = signed - time.time() - self.settings.metastudio.tolerance_seconds / 2
+        ahead = signed - time.time() - self.settings.metastudio_source.tolerance_seconds / 2
         if ahead > 0:
             time.sleep(ahead)
         self.room_clock[cb.room] = signed
         self.sent[cb.n].signed = signed
-        return signed_url(self.base_url + LIVE_EVENTS, self.settings.metastudio.key, signed), cb.body, \
+        return signed_url(self.base_url + LIVE_EVENTS, self.settings.metastudio_source.key, signed), cb.body, \
             {"Content-Type": "application/json"}
 
     def _post(self, cb: Callback) -> None:
@@ -389,7 +389,7 @@ def run(args: argparse.Namespace) -> int:
             rooms = sorted({b.room_id for b in (settings.flighthub.bindings if settings.flighthub else ())
                             if b.room_id} | {b.room_id for b in (settings.koophone.bindings if settings.koophone
                                                                  else ())})
-            if not rooms or settings.metastudio is None or settings.metastudio.auth_type != "MSS_A":
+            if not rooms or settings.metastudio_source is None or settings.metastudio_source.auth_type != "MSS_A":
                 log("the config needs bound rooms and [sources.metastudio] auth_type MSS_A")
                 return 2
             args.rooms = len(rooms)

@@ -257,7 +257,7 @@ def operations_config() -> dict:
 
 def test_operations_config_loads_with_the_secrets_from_the_environment():
     s = build(operations_config(), env=SECRETS)
-    assert s.metastudio and s.cdnetworks and s.admin_token == SECRETS["MEDIAHOOK_ADMIN_TOKEN"]
+    assert s.metastudio_source and s.cdnetworks_source and s.admin_token == SECRETS["MEDIAHOOK_ADMIN_TOKEN"]
     assert s.spool_dir.startswith("/var/lib/mediahook/")  # the units' StateDirectory
 
 

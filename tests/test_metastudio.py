@@ -277,7 +277,7 @@ def unconfigured_client(base_config):
     config = copy.deepcopy(base_config)
     del config["sources"]["metastudio"]
     settings = build(config, env={})
-    assert settings.metastudio is None
+    assert settings.metastudio_source is None
     app = create_app(settings, start_drainer=False)
     yield app.test_client()
     app.extensions["mediahook"].store.redis.close()

@@ -20,7 +20,7 @@ def test_defaults_without_a_file():
     assert s.max_body_bytes == 1024 * 1024
     assert s.dedup_window_seconds == 600
     assert s.retention_seconds == 7 * 86400
-    assert s.metastudio is None and s.cdnetworks is None  # no secret: those sources refuse
+    assert s.metastudio_source is None and s.cdnetworks_source is None  # no secret: those sources refuse
 
 
 @pytest.mark.parametrize("raw, key", [
@@ -47,15 +47,15 @@ def test_secrets_and_redis_url_from_environment():
     s = build({"sources": {"metastudio": {"auth_type": "MSS_A_HEAD"}}}, env={
         "MEDIAHOOK_METASTUDIO_KEY": "from-env-key", "MEDIAHOOK_CDNETWORKS_TOKEN": "cdn-token-env",
         "REDIS_URL": "redis://redis.internal:6380/2"})
-    assert s.metastudio.auth_type == "MSS_A_HEAD" and s.metastudio.key == "from-env-key"
-    assert s.cdnetworks.token == "cdn-token-env"
+    assert s.metastudio_source.auth_type == "MSS_A_HEAD" and s.metastudio_source.key == "from-env-key"
+    assert s.cdnetworks_source.token == "cdn-token-env"
     assert s.redis_url == "redis://redis.internal:6380/2"
 
 
 def test_environment_beats_the_file():
     s = build({"sources": {"cdnetworks": {"token": "file-token-1"}}},
               env={"MEDIAHOOK_CDNETWORKS_TOKEN": "env-token-22"})
-    assert s.cdnetworks.token == "env-token-22"
+    assert s.cdnetworks_source.token == "env-token-22"
 
 
 def test_secrets_stay_out_of_repr():

@@ -40,14 +40,14 @@ def callback_config(s: Settings) -> dict[str, Any]:
     """live_event_callback_config pointing at our live-events endpoint, with our auth settings."""
     if not s.public_base_url:
         raise ValueError("public_base_url must be set: MetaStudio needs the URL to call back")
-    if s.metastudio is None:
+    if s.metastudio_source is None:
         raise ValueError("[sources.metastudio] must be configured: its auth_type/key sign the callbacks")
     url = s.public_base_url + LIVE_EVENTS_PATH
-    config: dict[str, Any] = {"auth_type": s.metastudio.auth_type, "callback_event_type": metastudio.EVENT_TYPES}
-    if s.metastudio.auth_type == "NONE":
-        url += f"?token={s.metastudio.token}"
+    config: dict[str, Any] = {"auth_type": s.metastudio_source.auth_type, "callback_event_type": metastudio.EVENT_TYPES}
+    if s.metastudio_source.auth_type == "NONE":
+        url += f"?token={s.metastudio_source.token}"
     else:
-        config["key"] = s.metastudio.key
+        config["key"] = s.metastudio_source.key
     config["live_event_type_callback_url"] = url
     return config
 

@@ -18,22 +18,23 @@ from flask import Blueprint, Response, current_app, g, request
 from marshmallow import Schema, ValidationError
 from redis import Redis, RedisError
 
-from app.admin import audit, dashboard
-from app.admin import schemas as s
+from app.admin import audit, dashboard, schemas
 from app.core.body import Unsupported, decode_body
 from app.core.config import Settings
 from app.core.fields import flatten_errors
 from app.web import rejections
 from app.web.receive import error_response, json_response, read_body
-from workers import ops, vendor_control
+from workers import live, ops, vendor_control
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
 
 # Built once: loading and dumping use these instances.
-EVENTS_QUERY, FAILED_QUERY, TRANSCODES_QUERY = s.EventsQuery(), s.FailedQuery(), s.TranscodesQuery()
-REQUEUE, KOOPHONE_APPLY, LIVE_START = s.RequeueRequest(), s.KooPhoneApplyRequest(), s.LiveStartRequest()
-LIVE_START_AGAIN = s.LiveStartAgainRequest()
-EVENT_PAGE, EVENT_DETAIL, FAILED_LIST, LIVE_JOB = s.EventPage(), s.EventDetail(), s.FailedList(), s.LiveJob()
+EVENTS_QUERY, FAILED_QUERY = schemas.EventsQuery(), schemas.FailedQuery()
+TRANSCODES_QUERY = schemas.TranscodesQuery()
+REQUEUE, KOOPHONE_APPLY = schemas.RequeueRequest(), schemas.KooPhoneApplyRequest()
+LIVE_START, LIVE_START_AGAIN = schemas.LiveStartRequest(), schemas.LiveStartAgainRequest()
+EVENT_PAGE, EVENT_DETAIL = schemas.EventPage(), schemas.EventDetail()
+FAILED_LIST, LIVE_JOB = schemas.FailedList(), schemas.LiveJob()
 
 
 class _BadBody(Exception):
@@ -159,7 +160,7 @@ def replay_event(event_id: str) -> Response:
         return error_response(404, str(exc))
     _audit("replay", event_id=event_id, job_id=job_id)
     answer = {"event_id": event_id, "job_id": job_id, **({"skipped": skipped} if skipped else {})}
-    return json_response(202, s.ReplayAccepted().dump(answer))
+    return json_response(202, schemas.ReplayAccepted().dump(answer))
 
 
 # --- failures -------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ def show_action(action_id: str) -> Response:
     doc = ops.action(_runtime()[0], action_id)
     if doc is None:
         return error_response(404, f"no action {action_id}")
-    return json_response(200, s.Action().dump(doc))
+    return json_response(200, schemas.Action().dump(doc))
 
 
 @bp.post("/failed/requeue")
@@ -193,7 +194,7 @@ def requeue_failed() -> Response:
     result = ops.requeue_failed(redis, settings, items)
     _audit("requeue", request={k: v for k, v in data.items()}, requeued=len(result["requeued"]),
            skipped=len(result["skipped"]), ids=result["requeued"][:50])
-    return json_response(200, s.RequeueResult().dump(result))
+    return json_response(200, schemas.RequeueResult().dump(result))
 
 
 # --- live jobs, transcodes ------------------------------------------------------------------
@@ -212,11 +213,11 @@ def start_live_job() -> Response:
     data = _body(LIVE_START)
     redis, settings = _runtime()
     try:
-        action_id = ops.live_start(redis, settings, data["room_id"], data["output_url"], data["stream_key"])
+        action_id = live.queue_start(redis, settings, data["room_id"], data["output_url"], data["stream_key"])
     except ValueError as exc:  # what the configuration lacks (no [metastudio], no public_base_url)
         return error_response(409, str(exc))
     _audit("live.start", room_id=data["room_id"], action_id=action_id)  # never the stream key
-    return json_response(202, s.ActionQueued().dump({"action_id": action_id}))
+    return json_response(202, schemas.ActionQueued().dump({"action_id": action_id}))
 
 
 @bp.post("/live/starts/<action_id>/start-again")
@@ -225,13 +226,13 @@ def start_live_again(action_id: str) -> Response:
     data = _body(LIVE_START_AGAIN) if request.content_length or request.headers.get("Transfer-Encoding") else {}
     redis, settings = _runtime()
     try:
-        done = ops.live_start_again(redis, settings, action_id, data.get("stream_key"))
+        done = live.start_again(redis, settings, action_id, data.get("stream_key"))
     except LookupError as exc:
         return error_response(404, str(exc))
     except ValueError as exc:  # not a failed live start, already started again, or the configuration lacks
         return error_response(409, str(exc))
     _audit("live.start-again", action_id=done["action_id"], replaces=action_id, room_id=done["room_id"])
-    return json_response(202, s.LiveStartedAgain().dump(done))
+    return json_response(202, schemas.LiveStartedAgain().dump(done))
 
 
 @bp.get("/transcodes")
@@ -240,7 +241,7 @@ def list_transcodes() -> Response:
     rungs = ops.transcodes(_runtime()[0], video_id)
     if not rungs:
         return error_response(404, f"no transcodes for video {video_id}")
-    return json_response(200, s.Transcodes().dump({"video_id": video_id, "rungs": rungs}))
+    return json_response(200, schemas.Transcodes().dump({"video_id": video_id, "rungs": rungs}))
 
 
 # --- what the console shows -------------------------------------------------------------------
@@ -248,32 +249,32 @@ def list_transcodes() -> Response:
 @bp.get("/overview")
 def overview() -> Response:
     redis, settings = _runtime()
-    return json_response(200, s.Overview().dump(dashboard.overview(redis, settings)))
+    return json_response(200, schemas.Overview().dump(dashboard.overview(redis, settings)))
 
 
 @bp.get("/streams")
 def list_streams() -> Response:
-    limit = _query(s.LimitQuery())["limit"]
-    return json_response(200, s.StreamList().dump({"streams": dashboard.streams_now(_runtime()[0], limit=limit)}))
+    limit = _query(schemas.LimitQuery())["limit"]
+    return json_response(200, schemas.StreamList().dump({"streams": dashboard.streams_now(_runtime()[0], limit=limit)}))
 
 
 @bp.get("/transcodes/videos")
 def list_videos() -> Response:
-    q = _query(s.VideosQuery())
+    q = _query(schemas.VideosQuery())
     videos = dashboard.videos(_runtime()[0], state=q.get("state"), limit=q["limit"])
-    return json_response(200, s.VideoList().dump({"videos": videos}))
+    return json_response(200, schemas.VideoList().dump({"videos": videos}))
 
 
 @bp.get("/rejected")
 def list_rejected() -> Response:
-    limit = _query(s.LimitQuery())["limit"]
-    return json_response(200, s.RejectedList().dump({"items": rejections.recent(_runtime()[0], limit=limit)}))
+    limit = _query(schemas.LimitQuery())["limit"]
+    return json_response(200, schemas.RejectedList().dump({"items": rejections.recent(_runtime()[0], limit=limit)}))
 
 
 @bp.get("/audit")
 def list_audit() -> Response:
-    limit = _query(s.LimitQuery())["limit"]
-    return json_response(200, s.AuditList().dump({"items": audit.recent(_runtime()[0], limit=limit)}))
+    limit = _query(schemas.LimitQuery())["limit"]
+    return json_response(200, schemas.AuditList().dump({"items": audit.recent(_runtime()[0], limit=limit)}))
 
 
 # --- KooPhone -------------------------------------------------------------------------------
@@ -288,7 +289,7 @@ def _vendor_control():
 @bp.get("/vendors")
 def list_vendors() -> Response:
     redis, settings = _runtime()
-    return json_response(200, s.VendorList().dump({"items": _vendor_control().status(redis, settings=settings)}))
+    return json_response(200, schemas.VendorList().dump({"items": _vendor_control().status(redis, settings=settings)}))
 
 
 @bp.get("/vendors/<vendor>")
@@ -297,7 +298,7 @@ def show_vendor(vendor: str) -> Response:
     vc = _vendor_control()
     if vendor not in vc.VENDORS:
         return error_response(404, f"no vendor {vendor}; known: {', '.join(vc.VENDORS)}")
-    return json_response(200, s.VendorStatus().dump(vc.status(redis, vendor, settings)))
+    return json_response(200, schemas.VendorStatus().dump(vc.status(redis, vendor, settings)))
 
 
 @bp.post("/vendors/<vendor>/pause")
@@ -306,10 +307,10 @@ def pause_vendor(vendor: str) -> Response:
     vc = _vendor_control()
     if vendor not in vc.VENDORS:
         return error_response(404, f"no vendor {vendor}; known: {', '.join(vc.VENDORS)}")
-    data = _body(s.VendorPauseRequest()) if request.content_length else {"reason": None}
+    data = _body(schemas.VendorPauseRequest()) if request.content_length else {"reason": None}
     doc = vc.pause(redis, vendor, by=g.get("admin_who"), reason=data["reason"], settings=settings)
     _audit("vendor.pause", vendor=vendor, reason=data["reason"])
-    return json_response(200, s.VendorStatus().dump(doc))
+    return json_response(200, schemas.VendorStatus().dump(doc))
 
 
 @bp.post("/vendors/<vendor>/resume")
@@ -320,7 +321,7 @@ def resume_vendor(vendor: str) -> Response:
         return error_response(404, f"no vendor {vendor}; known: {', '.join(vc.VENDORS)}")
     doc = vc.resume(redis, vendor, settings=settings)
     _audit("vendor.resume", vendor=vendor, released=len(doc["released"]))
-    return json_response(200, s.VendorResumed().dump(doc))
+    return json_response(200, schemas.VendorResumed().dump(doc))
 
 
 @bp.post("/koophone/apply")
@@ -336,4 +337,4 @@ def koophone_apply() -> Response:
     except ValueError as exc:  # ops' own checks of the input, should they ever go beyond the schema's
         return error_response(400, "invalid payload", errors={"_body": [str(exc)]})
     _audit("koophone.apply", profile=data["profile"], instances=len(data["instance_ids"]), action_ids=action_ids)
-    return json_response(202, s.ActionsQueued().dump({"action_ids": action_ids}))
+    return json_response(202, schemas.ActionsQueued().dump({"action_ids": action_ids}))

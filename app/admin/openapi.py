@@ -17,9 +17,10 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, Response
 from marshmallow import fields
 
-from app.admin import schemas as s
+from app.admin import schemas
 from app.core.fields import JSONString, Numeric, Text
 from app.sources import cdnetworks, metastudio
+from app.sources.base import TOKEN_PARAM
 
 TITLE = "mediahook"
 VERSION = "1"
@@ -68,18 +69,18 @@ SECURITY_SCHEMES = {
     "adminBearer": {"type": "http", "scheme": "bearer",
                     "description": "`[admin] token` (or MEDIAHOOK_ADMIN_TOKEN). Without one configured, every "
                                    "/api/ call is 401."},
-    "cdnetworksToken": {"type": "apiKey", "in": "query", "name": "token",
+    "cdnetworksToken": {"type": "apiKey", "in": "query", "name": TOKEN_PARAM,
                         "description": "`[sources.cdnetworks] token`, in the callback URL."},
-    "metastudioToken": {"type": "apiKey", "in": "query", "name": "token",
+    "metastudioToken": {"type": "apiKey", "in": "query", "name": TOKEN_PARAM,
                         "description": "auth_type NONE: `[sources.metastudio] token`, in the callback URL."},
-    "metastudioSecret": {"type": "apiKey", "in": "query", "name": "hwSecret",
+    "metastudioSecret": {"type": "apiKey", "in": "query", "name": metastudio.SECRET_PARAM,
                          "description": "auth_type MSS_A: lowercase hex HMAC-SHA256(key, URI + hwTime), URI = "
                                         "host + path + query without hwSecret/hwTime, sorted by name."},
-    "metastudioTime": {"type": "apiKey", "in": "query", "name": "hwTime",
+    "metastudioTime": {"type": "apiKey", "in": "query", "name": metastudio.TIME_PARAM,
                        "description": "auth_type MSS_A: Unix seconds, lowercase hex; within tolerance_seconds."},
-    "metastudioHeadSecret": {"type": "apiKey", "in": "header", "name": "x-hw-mss-secret",
+    "metastudioHeadSecret": {"type": "apiKey", "in": "header", "name": metastudio.SECRET_HEADER,
                              "description": "auth_type MSS_A_HEAD: as hwSecret, in a header."},
-    "metastudioHeadTime": {"type": "apiKey", "in": "header", "name": "x-hw-mss-time",
+    "metastudioHeadTime": {"type": "apiKey", "in": "header", "name": metastudio.TIME_HEADER,
                            "description": "auth_type MSS_A_HEAD: as hwTime, in a header."},
 }
 
@@ -142,14 +143,14 @@ def _hook_paths() -> dict[str, dict[str, Any]]:
         return op
 
     return {
-        f"/hooks/metastudio/{metastudio.LIVE_EVENTS_PATH}": {"post": _op(
+        metastudio.HOOK_PATH: {"post": _op(
             "MetaStudio live event", {**HOOK_OK, **HOOK_ERRORS}, security=ms_security, tag="hooks",
             body={"anyOf": [{"$ref": f"#/components/schemas/{name}"} for name in _LIVE_EVENTS.values()]},
-            description="SHOOT_SCRIPT_SWITCH, RTMP_STREAM_STATE_CHANGE, REPLY_COMMAND_FINISH; `message` is a JSON "
-                        "object sent as a string. Another well-formed `event_type` is stored as ignored (200).")},
-        "/hooks/cdnetworks/vod-upload": {"post": cdn("CDNetworks Cloud VoD upload callback", "UploadCallback")},
-        "/hooks/cdnetworks/vod-transcode": {"post": cdn("CDNetworks Cloud VoD transcoding callback "
-                                                        "(bare or in the upload callback's envelope)", cdn_body)},
+            description=f"{', '.join(metastudio.EVENT_TYPES)}; `message` is a JSON object sent as a string. "
+                        "Another well-formed `event_type` is stored as ignored (200).")},
+        cdnetworks.UPLOAD_HOOK: {"post": cdn("CDNetworks Cloud VoD upload callback", "UploadCallback")},
+        cdnetworks.TRANSCODE_HOOK: {"post": cdn("CDNetworks Cloud VoD transcoding callback "
+                                                "(bare or in the upload callback's envelope)", cdn_body)},
     }
 
 
@@ -175,7 +176,7 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
     return {
         "/api/events": {"get": _op(
             "Events, newest first", {200: _json("EventPage", "A page"), 400: "BadRequest", **ADMIN_ERRORS},
-            params=_query(s.EventsQuery),
+            params=_query(schemas.EventsQuery),
             description="Filters combine (AND). Pages follow `next_cursor`, a stable place in the order "
                         "(received time, then id): events that arrive meanwhile never shift a page.")},
         "/api/events/{event_id}": {"get": _op(
@@ -188,7 +189,7 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
         "/api/failed": {"get": _op(
             "Actions that failed for good and event jobs out of retries, newest first, with their events",
             {200: _json("FailedList", "Failures"), 400: "BadRequest", **ADMIN_ERRORS},
-            params=_query(s.FailedQuery))},
+            params=_query(schemas.FailedQuery))},
         "/api/actions/{action_id}": {"get": _op(
             "One action: state, attempts, vendor error, result; secrets masked",
             {200: _json("Action", "The action"), 404: "NotFound", **ADMIN_ERRORS},
@@ -218,26 +219,27 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
         "/api/transcodes": {"get": _op(
             "A video's transcodes per rung: task id, status, progress, target URL",
             {200: _json("Transcodes", "The rungs, lowest first"), 400: "BadRequest", 404: "NotFound",
-             **ADMIN_ERRORS}, params=_query(s.TranscodesQuery))},
+             **ADMIN_ERRORS}, params=_query(schemas.TranscodesQuery))},
         "/api/overview": {"get": _op(
             "What the console's overview shows: callbacks per minute (last hour), refused ones by reason, "
             "queues, workers, failures, spool, live streams", {200: _json("Overview", "The figures"),
                                                                **ADMIN_ERRORS})},
         "/api/streams": {"get": _op(
             "Streams by latest state: live ones first", {200: _json("StreamList", "Streams"), 400: "BadRequest",
-                                                        **ADMIN_ERRORS}, params=_query(s.LimitQuery))},
+                                                        **ADMIN_ERRORS}, params=_query(schemas.LimitQuery))},
         "/api/transcodes/videos": {"get": _op(
             "Videos with transcodes, by state: failed first", {200: _json("VideoList", "Videos"),
                                                                400: "BadRequest", **ADMIN_ERRORS},
-            params=_query(s.VideosQuery),
+            params=_query(schemas.VideosQuery),
             description="From a bounded scan of the per-video records (at most 5000 keys looked at).")},
         "/api/rejected": {"get": _op(
             "Refused callbacks (400 401 413 415), newest first, with the reason; kept 24 h, at most 1000",
             {200: _json("RejectedList", "Refused callbacks"), 400: "BadRequest", **ADMIN_ERRORS},
-            params=_query(s.LimitQuery))},
+            params=_query(schemas.LimitQuery))},
         "/api/audit": {"get": _op(
             "The audit log: who replayed, requeued, applied or started what, newest first (the last 1000)",
-            {200: _json("AuditList", "Entries"), 400: "BadRequest", **ADMIN_ERRORS}, params=_query(s.LimitQuery))},
+            {200: _json("AuditList", "Entries"), 400: "BadRequest", **ADMIN_ERRORS},
+            params=_query(schemas.LimitQuery))},
         "/api/vendors": {"get": _op(
             "Each vendor we call: paused or not, actions held, its rate limit", {200: _json("VendorList", "Vendors"),
                                                                                   **ADMIN_ERRORS})},
@@ -268,14 +270,16 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
 _LIVE_EVENTS = {event_type: f"{event_type.title().replace('_', '')}Event" for event_type in metastudio.EVENT_TYPES}
 _MESSAGES = (metastudio.ShootScriptSwitchMessage, metastudio.RtmpStreamStateChangeMessage,
              metastudio.ReplyCommandFinishMessage)
-_API_SCHEMAS = (s.Error, s.HookAccepted, s.Health, s.Ready, s.EventPage, s.EventDetail, s.ReplayAccepted,
-                s.FailedList, s.RequeueRequest, s.RequeueResult, s.LiveStartRequest, s.ActionQueued, s.LiveJob,
-                s.LiveStartAgainRequest, s.LiveStartedAgain,
-                s.Transcodes, s.KooPhoneApplyRequest, s.ActionsQueued, s.VendorStatus, s.VendorList,
-                s.VendorResumed, s.VendorPauseRequest)
+_API_SCHEMAS = (
+    schemas.Error, schemas.HookAccepted, schemas.Health, schemas.Ready, schemas.EventPage, schemas.EventDetail,
+    schemas.ReplayAccepted, schemas.FailedList, schemas.RequeueRequest, schemas.RequeueResult,
+    schemas.LiveStartRequest, schemas.ActionQueued, schemas.LiveJob, schemas.LiveStartAgainRequest,
+    schemas.LiveStartedAgain, schemas.Transcodes, schemas.KooPhoneApplyRequest, schemas.ActionsQueued,
+    schemas.VendorStatus, schemas.VendorList, schemas.VendorResumed, schemas.VendorPauseRequest,
+)
 
 
-_FIGURE_SCHEMAS = (s.Overview, s.StreamList, s.VideoList, s.RejectedList, s.AuditList)
+_FIGURE_SCHEMAS = (schemas.Overview, schemas.StreamList, schemas.VideoList, schemas.RejectedList, schemas.AuditList)
 
 
 def _components(spec: APISpec) -> None:
@@ -299,12 +303,12 @@ def _components(spec: APISpec) -> None:
 
 def _refine(doc: dict[str, Any]) -> dict[str, Any]:
     """What the schemas cannot say by themselves."""
-    schemas = doc["components"]["schemas"]
+    components = doc["components"]["schemas"]
     for event_type, name in _LIVE_EVENTS.items():
-        schemas[name]["properties"]["event_type"] = {"type": "string", "enum": [event_type]}
-    requeue = schemas["RequeueRequest"]
+        components[name]["properties"]["event_type"] = {"type": "string", "enum": [event_type]}
+    requeue = components["RequeueRequest"]
     requeue.update(minProperties=1, maxProperties=1, description="Exactly one of `id`, `filter`, `all`.")
-    schemas["RequeueFilter"]["minProperties"] = 1
+    components["RequeueFilter"]["minProperties"] = 1
     return doc
 
 

@@ -18,8 +18,9 @@ import requests
 from redis import Redis
 
 from app.core.config import Settings
+from app.sources import cdnetworks, metastudio
 from app.sources.metastudio import signature_headers, signed_url
-from workers import ops
+from workers import ops, timeline
 
 # The documented upload callback, shipped in the package (an installed copy has no tests/ folder;
 # tests/test_packaging.py keeps it equal to tests/fixtures/cdnetworks/vod_upload.json).
@@ -31,9 +32,9 @@ def _live_event(event_type: str, **message: Any) -> bytes:
     return json.dumps({"event_type": event_type, "message": json.dumps(message)}).encode()
 
 
-def _post_live(s: Settings, body: bytes) -> str:
-    url = f"{s.public_base_url}/hooks/metastudio/live-events"
-    src = s.metastudio
+def _post_live(settings: Settings, body: bytes) -> str:
+    url = settings.public_base_url + metastudio.HOOK_PATH
+    src = settings.metastudio_source
     headers = {"Content-Type": "application/json"}
     if src.auth_type == "NONE":
         url += f"?token={src.token}"
@@ -85,27 +86,27 @@ def _transcodes_final(redis: Redis, event_id: str) -> Count:
     return sum(r.get("state") in ("success", "failed", "deleted", "timed_out") for r in rungs), len(rungs)
 
 
-def run_demo(s: Settings, redis: Redis, echo: Callable[[str], None], timeout: float = 60.0,
+def run_demo(settings: Settings, redis: Redis, echo: Callable[[str], None], timeout: float = 60.0,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Post the callbacks, wait for their outcome, echo it; returns what came of it (the events
     by label, the live job, and whether everything completed in time)."""
-    if s.metastudio is None or s.cdnetworks is None:
+    if settings.metastudio_source is None or settings.cdnetworks_source is None:
         raise ValueError("both [sources.metastudio] and [sources.cdnetworks] must be configured")
     live_job = f"demo-{uuid.uuid4().hex[:8]}"
     common = {"room_id": ROOM, "job_id": live_job}
-    upload = _post(f"{s.public_base_url}/hooks/cdnetworks/vod-upload?token={s.cdnetworks.token}",
+    upload = _post(f"{settings.public_base_url}{cdnetworks.UPLOAD_HOOK}?token={settings.cdnetworks_source.token}",
                    UPLOAD_EXAMPLE.read_bytes(), {"Content-Type": "application/json"})
     echo(f"upload callback         → event {upload}")
     stream = dict(common, output_url="rtmp://live.example.com/app", stream_key="demo-secret-key")
-    connected = _post_live(s, _live_event("RTMP_STREAM_STATE_CHANGE", **stream, state="CONNECTED"))
+    connected = _post_live(settings, _live_event("RTMP_STREAM_STATE_CHANGE", **stream, state="CONNECTED"))
     echo(f"stream CONNECTED        → event {connected}")
-    switch = _post_live(s, _live_event("SHOOT_SCRIPT_SWITCH", **common, scene_script_name="Product 1",
+    switch = _post_live(settings, _live_event("SHOOT_SCRIPT_SWITCH", **common, scene_script_name="Product 1",
                                        shoot_script_sequence_no="2", shoot_script_title="Paragraph 2"))
     echo(f"script switch           → event {switch}")
-    reply = _post_live(s, _live_event("REPLY_COMMAND_FINISH", **common, reply_id=uuid.uuid4().hex))
+    reply = _post_live(settings, _live_event("REPLY_COMMAND_FINISH", **common, reply_id=uuid.uuid4().hex))
     echo(f"reply finished          → event {reply}")
     ok = _wait("the CONNECTED event's actions", lambda: _actions_done(redis, connected), timeout, progress)
-    end = _post_live(s, _live_event("RTMP_STREAM_STATE_CHANGE", **stream, state="END"))
+    end = _post_live(settings, _live_event("RTMP_STREAM_STATE_CHANGE", **stream, state="END"))
     echo(f"stream END              → event {end}")
     ok = _wait("the END event's actions", lambda: _actions_done(redis, end), timeout, progress) and ok
     ok = _wait("the transcodes", lambda: _transcodes_final(redis, upload), timeout, progress) and ok
@@ -121,9 +122,9 @@ def run_demo(s: Settings, redis: Redis, echo: Callable[[str], None], timeout: fl
         for video, rungs in (doc.get("transcodes") or {}).items():
             for rung, state in rungs.items():
                 echo(f"  transcode {video} {rung:>8}: {state.get('state')} {state.get('target_url', '')}")
-    timeline = ops.live_show(redis, live_job) or {}
-    echo(f"  live job {live_job}: scene {timeline.get('scene_script_name')!r}, paragraph "
-         f"{timeline.get('shoot_script_sequence_no')}, {len(timeline.get('finished_replies', []))} finished reply(ies)")
+    shown = timeline.show(redis, live_job) or {}
+    echo(f"  live job {live_job}: scene {shown.get('scene_script_name')!r}, paragraph "
+         f"{shown.get('shoot_script_sequence_no')}, {len(shown.get('finished_replies', []))} finished reply(ies)")
     echo("demo complete" if ok else
          f"demo INCOMPLETE after {timeout:.0f}s: see mediahook events show / mediahook failed")
     return {"complete": ok, "live_job": live_job,

@@ -40,12 +40,12 @@ def _settings() -> Settings:
             env.update(found.env)
             click.echo(f"(using the running dev setup: {found.path})", err=True)
     try:
-        s = settings_mod.load(env)
+        settings = settings_mod.load(env)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if ctx is not None:
-        ctx.meta[_SETTINGS] = s
-    return s
+        ctx.meta[_SETTINGS] = settings
+    return settings
 
 
 @click.group()
@@ -58,16 +58,18 @@ def main() -> None:
 @cli_ops.json_option
 def check_config(as_json: bool) -> None:
     """Validate the configuration (MEDIAHOOK_CONFIG + environment) and print it, secrets hidden."""
-    s = _settings()
-    doc = {"source": s.source_file, "redis": s.redis_url.split("@")[-1], "public_base_url": s.public_base_url,
-           "metastudio": s.metastudio.auth_type if s.metastudio else None, "cdnetworks": s.cdnetworks is not None}
+    settings = _settings()
+    metastudio, cdnetworks = settings.metastudio_source, settings.cdnetworks_source
+    doc = {"source": settings.source_file, "redis": settings.redis_url.split("@")[-1],
+           "public_base_url": settings.public_base_url,
+           "metastudio": metastudio.auth_type if metastudio else None, "cdnetworks": cdnetworks is not None}
     if as_json:
         return _print(doc)
-    click.echo(f"configuration OK ({s.source_file or 'defaults and environment'})")
+    click.echo(f"configuration OK ({settings.source_file or 'defaults and environment'})")
     click.echo(f"  redis: {doc['redis']}")
-    click.echo(f"  public_base_url: {s.public_base_url}")
-    click.echo(f"  metastudio: {s.metastudio.auth_type if s.metastudio else 'not configured (refuses callbacks)'}")
-    click.echo(f"  cdnetworks: {'token set' if s.cdnetworks else 'not configured (refuses callbacks)'}")
+    click.echo(f"  public_base_url: {settings.public_base_url}")
+    click.echo(f"  metastudio: {metastudio.auth_type if metastudio else 'not configured (refuses callbacks)'}")
+    click.echo(f"  cdnetworks: {'token set' if cdnetworks else 'not configured (refuses callbacks)'}")
 
 
 def _wait_for_redis(redis, log, max_delay: float = 30.0) -> None:
@@ -124,13 +126,13 @@ def worker(processes: int | None, max_jobs: int, max_memory: int, dequeue_strate
     from workers import context, pool, preload, recovery, sweep
 
     try:
-        s = _settings()
+        settings = _settings()
     except (ConfigError, click.ClickException) as exc:
         # Exit 2 as the web does (gunicorn.conf.py): the units' RestartPreventExitStatus=2 stops
         # systemd from restarting a worker that a restart cannot fix.
         click.echo(f"mediahook: {getattr(exc, 'message', exc)}", err=True)
         sys.exit(2)
-    logs.configure(s, "worker")
+    logs.configure(settings, "worker")
     log = logging.getLogger("mediahook.worker")
     try:
         worker_cls = import_attribute(worker_class)
@@ -141,9 +143,9 @@ def worker(processes: int | None, max_jobs: int, max_memory: int, dequeue_strate
     # Import every job module and build the settings once, here: every job process (and, with
     # rq.Worker, every work horse) is forked from this one and starts with them loaded.
     preload.modules()
-    context.configure(s)
+    context.configure(settings)
     try:
-        redis = connect(s)
+        redis = connect(settings)
     except ConfigError as exc:  # a redis+sentinel:// URL that does not parse
         raise click.ClickException(str(exc)) from None
     _wait_for_redis(redis, log)
@@ -151,7 +153,7 @@ def worker(processes: int | None, max_jobs: int, max_memory: int, dequeue_strate
     def make_worker(_index: int = 0):
         # RQ's timings bounded so that a dead worker's job resumes within a minute, and each
         # maintenance pass also sweeps for work whose job was lost (workers/recovery.py, sweep.py).
-        client = connect(s)  # a job process's own connections, never the parent's
+        client = connect(settings)  # a job process's own connections, never the parent's
         _wait_for_redis(client, log)
         rq_worker = recovery.make_worker(worker_cls, list(QUEUES), client, after_maintenance=sweep.from_worker)
         rq_worker.max_memory_mb = max_memory
@@ -160,8 +162,9 @@ def worker(processes: int | None, max_jobs: int, max_memory: int, dequeue_strate
     if issubclass(worker_cls, pool.PoolWorker):
         redis.close()
         sys.exit(pool.Pool(processes or pool.default_processes(), make_worker, max_jobs=max_jobs or None,
-                           logging_level=s.log_level, dequeue_strategy=dequeue_strategy).run())
-    code = pool.run_worker(make_worker(), max_jobs=None, logging_level=s.log_level, dequeue_strategy=dequeue_strategy)
+                           logging_level=settings.log_level, dequeue_strategy=dequeue_strategy).run())
+    code = pool.run_worker(make_worker(), max_jobs=None, logging_level=settings.log_level,
+                           dequeue_strategy=dequeue_strategy)
     if code:
         log.error("exiting %d", code)
     sys.exit(code)
@@ -196,8 +199,8 @@ def sign(url: str, headers: bool, as_json: bool) -> None:
     """
     from app.sources.metastudio import signature_headers, signed_url
 
-    s = _settings()
-    src = s.metastudio
+    settings = _settings()
+    src = settings.metastudio_source
     if src is None:
         raise click.ClickException("sources.metastudio is not configured")
     if src.auth_type == "NONE":
@@ -333,15 +336,15 @@ def demo(timeout: float, as_json: bool) -> None:
     With --json, the story goes to stderr and stdout gets {complete, live_job, events}."""
     from app.cli.demo import run_demo
 
-    s = _settings()
-    if not s.public_base_url:
+    settings = _settings()
+    if not settings.public_base_url:
         raise click.ClickException("no public_base_url: run `mediahook dev` first (in this folder)")
 
     def progress(line: str) -> None:
         click.echo(f"  ... {line}", err=True)
 
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
-    done = run_demo(s, _redis(), echo, timeout, progress=progress)
+    done = run_demo(settings, _redis(), echo, timeout, progress=progress)
     if as_json:
         _print(done)
     sys.exit(0 if done["complete"] else 1)

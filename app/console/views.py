@@ -11,8 +11,7 @@ from flask import Blueprint, Response, current_app, g, make_response, redirect, 
 from marshmallow import ValidationError
 from redis import Redis, RedisError
 
-from app.admin import audit, dashboard
-from app.admin import schemas as s
+from app.admin import audit, dashboard, schemas
 from app.admin.api import token_owner
 from app.console import auth
 from app.console.chart import traffic_chart
@@ -22,7 +21,7 @@ from app.core.fields import flatten_errors
 from app.core.redact import redact_body
 from app.sources import SOURCES
 from app.web import rejections
-from workers import actions, ops, vendor_control
+from workers import actions, live, ops, vendor_control
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -179,7 +178,7 @@ def _event_query() -> tuple[dict[str, Any], dict[str, str], str]:
     """(loaded filters for ops.list_events, the form's raw values, the body search text)."""
     raw = {k: v.strip() for k in (*EVENT_FILTERS, "cursor") if (v := request.args.get(k, ""))}
     q = request.args.get("q", "").strip()[:200]
-    loaded = s.EventsQuery().load({**{k: v for k, v in raw.items()}, "limit": PAGE_SIZE})
+    loaded = schemas.EventsQuery().load({**{k: v for k, v in raw.items()}, "limit": PAGE_SIZE})
     return loaded, raw, q
 
 
@@ -221,13 +220,13 @@ def _events(redis: Redis) -> dict[str, Any]:
         events, position = ops.list_events(redis, before=position_in, since=loaded.pop("since", None),
                                               until=loaded.pop("until", None), limit=loaded.pop("limit"), **loaded)
         looked = None
-    cursor = s.Cursor()._serialize(position, None, None)
+    cursor = schemas.Cursor()._serialize(position, None, None)
     keep = {k: v for k, v in raw.items() if k != "cursor"}
     if q:
         keep["q"] = q
     return {"events": events, "next_url": url_for("console.events", **keep, cursor=cursor) if cursor else None,
             "filters": raw, "q": q, "looked": looked, "search_limit": SEARCH_SCAN_LIMIT,
-            "sources": list(SOURCES), "statuses": s.EVENT_STATUSES, "first_page": "cursor" not in raw,
+            "sources": list(SOURCES), "statuses": schemas.EVENT_STATUSES, "first_page": "cursor" not in raw,
             "part_url": url_for("console.events_part", **keep)}
 
 
@@ -238,7 +237,7 @@ def events() -> Response:
     except ValidationError as exc:
         return _page("events.html", 400, events=[], filters=request.args, q=request.args.get("q", ""),
                      errors=flatten_errors(exc.normalized_messages()), sources=list(SOURCES),
-                     statuses=s.EVENT_STATUSES, next_url=None, looked=None, first_page=True, part_url=None)
+                     statuses=schemas.EVENT_STATUSES, next_url=None, looked=None, first_page=True, part_url=None)
     return _page("events.html", tail=request.args.get("tail") == "1", **context)
 
 
@@ -285,7 +284,7 @@ def _outcome_unknown(redis: Redis, items: list[dict]) -> set[str]:
 
 
 def _failed_filter() -> dict[str, str]:
-    loaded = s.FailedQuery().load({k: v.strip() for k in FAILED_FILTERS if (v := request.values.get(k, ""))})
+    loaded = schemas.FailedQuery().load({k: v.strip() for k in FAILED_FILTERS if (v := request.values.get(k, ""))})
     loaded.pop("limit", None)
     return loaded
 
@@ -343,13 +342,13 @@ def start_again(action_id: str) -> Response:
     confirmation that says what it does. Never done by a requeue or a replay."""
     redis, settings = _runtime()
     doc = ops.action(redis, action_id)
-    if doc is None or doc.get("kind") != "live.start":
+    if doc is None or doc.get("kind") != actions.LIVE_START.kind:
         return _page("error.html", 404, message=f"No live start {action_id}.")
     if request.form.get("confirm") != "1":
         return _page("start_again.html", action=doc, room_id=(doc.get("params") or {}).get("room_id", "?"))
     stream_key = request.form.get("stream_key", "").strip() or None
     try:
-        done = ops.live_start_again(redis, settings, action_id, stream_key)
+        done = live.start_again(redis, settings, action_id, stream_key)
     except LookupError as exc:
         return _page("error.html", 404, message=str(exc))
     except ValueError as exc:  # not failed, already started again, no stream key kept, no [metastudio]
@@ -395,7 +394,7 @@ def _profiles_applied(redis: Redis, history: list[dict[str, Any]], last: int = 2
     out = []
     for entry in reversed(history[-last:]):
         for action in actions.event_actions(redis, entry.get("event_id") or ""):
-            if action.get("kind") == "koophone.apply":
+            if actions.action_of(action.get("kind")) == actions.VIDEO_SETTINGS_RECONCILE:
                 params = action.get("params") or {}
                 out.append({"state": entry.get("state"), "profile": params.get("profile"),
                             "instances": len(params.get("instance_ids") or []), "status": action.get("status"),

@@ -70,9 +70,13 @@ class Settings:
     redis_socket_timeout: float
     redis_connect_timeout: float
     job_timeout_seconds: int
-    metastudio: MetaStudioSource | None
-    cdnetworks: CDNetworksSource | None
-    # The vendors we call; None means that vendor's actions are off.
+    # The sources that call us (`[sources.<name>]`, attribute `<name>_source`); None: that
+    # source's callbacks are refused (401).
+    metastudio_source: MetaStudioSource | None
+    cdnetworks_source: CDNetworksSource | None
+    # The vendors we call (top-level sections); None means that vendor's actions are off.
+    # MetaStudio is both: it calls us (`[sources.metastudio]`) and we call its API to start live
+    # jobs (`[metastudio]`, kept as the file's key so deployed configs still load).
     transcoder: Transcoder | None = None
     flighthub: FlightHub | None = None
     koophone: KooPhone | None = None
@@ -85,6 +89,10 @@ class Settings:
     log_format: str = "json"
     log_level: str = "INFO"
     source_file: str | None = None
+
+    def source(self, name: str) -> MetaStudioSource | CDNetworksSource | None:
+        """The section of the callback source ``name`` (``[sources.<name>]``), None if absent."""
+        return getattr(self, f"{name}_source")
 
 
 def _url(value: str) -> None:
@@ -197,6 +205,7 @@ class SettingsSchema(_Strict):
     transcoder = fields.Nested(TranscoderSchema, load_default=None)
     flighthub = fields.Nested(FlightHubSchema, load_default=None)
     koophone = fields.Nested(KooPhoneSchema, load_default=None)
+    # MetaStudio's API we call (Settings.metastudio_api); its callbacks are [sources.metastudio].
     metastudio = fields.Nested(MetaStudioApiSchema, load_default=None)
     admin = fields.Nested(AdminSchema, load_default=lambda: AdminSchema().load({}))
     web = fields.Nested(WebSchema, load_default=lambda: WebSchema().load({}))
@@ -254,8 +263,8 @@ def build(raw: dict, env: Mapping[str, str] | None = None, source_file: str | No
         redis_socket_timeout=data["redis"]["socket_timeout"],
         redis_connect_timeout=data["redis"]["connect_timeout"],
         job_timeout_seconds=data["job_timeout_seconds"],
-        metastudio=MetaStudioSource(**ms) if ms else None,
-        cdnetworks=CDNetworksSource(**cdn) if cdn else None,
+        metastudio_source=MetaStudioSource(**ms) if ms else None,
+        cdnetworks_source=CDNetworksSource(**cdn) if cdn else None,
         transcoder=data["transcoder"],
         flighthub=data["flighthub"],
         koophone=data["koophone"],

@@ -195,15 +195,15 @@ class EventStore:
                 "description", f"process event {event_id}"]
 
     def _args(self, event: Event, keep_duplicate: bool = False) -> list[Any]:
-        s = self.settings
+        settings = self.settings
         job_items = self._job_items(event.id) if event.status == "queued" else []
         job_id = job_id_for(event.id) if job_items else ""
         event_items = event.fields()
         return [self._sha, 7, DEDUP_PREFIX + event.dedup if event.dedup else "", EVENT_PREFIX + event.id, EVENTS_INDEX,
                 Job.key_for(job_id) if job_id else "", self.queue.key, Queue.redis_queues_keys,
                 DEDUP_LAST_PREFIX + event.dedup_scope if event.dedup and event.dedup_scope else "",
-                event.id, s.dedup_window_seconds, s.retention_seconds, repr(event.received_at),
-                repr(event.received_at - s.retention_seconds), job_id,
+                event.id, settings.dedup_window_seconds, settings.retention_seconds, repr(event.received_at),
+                repr(event.received_at - settings.retention_seconds), job_id,
                 "" if event.sent_at is None else repr(event.sent_at), "1" if keep_duplicate else "",
                 len(event_items), *event_items, *job_items]
 

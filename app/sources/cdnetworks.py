@@ -25,7 +25,7 @@ def authenticate(req: Request, settings: Settings) -> bool:
 
 def refusal(req: Request, settings: Settings) -> str | None:
     """Why the request's token is refused (never the token), or None when it holds."""
-    src = settings.cdnetworks
+    src = settings.cdnetworks_source
     if src is None:
         return "no [sources.cdnetworks] token configured"
     given = req.args.get("token")

@@ -99,7 +99,7 @@ def authenticate(req: Request, settings: Settings) -> bool:
 def refusal(req: Request, settings: Settings) -> str | None:
     """Why the request's credentials are refused (which check failed, never a secret), or None
     when they hold. The words are built only for a refused request."""
-    src = settings.metastudio
+    src = settings.metastudio_source
     if src is None:
         return "no [sources.metastudio] configured"
     if src.auth_type == "NONE":
@@ -143,7 +143,7 @@ def _stale(hw_time: str, tolerance: int, now: float) -> str:
 
 def signed_time(req: Request, settings: Settings) -> str | None:
     """The request's hwTime (hex seconds) where the auth type signs one, else None."""
-    src = settings.metastudio
+    src = settings.metastudio_source
     if src is None or src.auth_type == "NONE":
         return None
     if src.auth_type == "MSS_A":

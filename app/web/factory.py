@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, *, start_drainer: bool = True, 
     ingest = IngestBatcher(store).ingest
 
     for name, source in SOURCES.items():
-        if getattr(settings, name) is None:
+        if settings.source(name) is None:
             log.warning("source %s has no secret configured: its callbacks are refused with 401", name)
         for endpoint in source.ENDPOINTS:
             app.add_url_rule(f"/hooks/{name}/{endpoint.path}", view_func=make_view(source, endpoint, settings, ingest),
