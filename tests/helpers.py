@@ -9,15 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.sources import cdnetworks, metastudio
 from app.sources.metastudio import signed_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MS_KEY = "test-metastudio-key-0123456789ab"
 MS_TOKEN = "test-metastudio-token"
 CDN_TOKEN = "test-cdnetworks-token"
-LIVE_EVENTS = "/hooks/metastudio/live-events"
-VOD_UPLOAD = "/hooks/cdnetworks/vod-upload"
-VOD_TRANSCODE = "/hooks/cdnetworks/vod-transcode"
+LIVE_EVENTS = metastudio.HOOK_PATH
+VOD_UPLOAD = cdnetworks.UPLOAD_HOOK
+VOD_TRANSCODE = cdnetworks.TRANSCODE_HOOK
 
 
 def fixture_bytes(vendor: str, name: str) -> bytes:

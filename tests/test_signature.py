@@ -1,5 +1,5 @@
 """The MetaStudio MSS_A signature: the vendor's published vector, the canonical URI, and the
-round trip from signed_url / signature_headers (what MetaStudio sends) to authenticate."""
+round trip from signed_url / signature_headers (what MetaStudio sends) to the check (``refusal``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask, request
 
-from app.sources.metastudio import authenticate, canonical_uri, sign, signature_headers, signed_url
+from app.sources.metastudio import canonical_uri, refusal, sign, signature_headers, signed_url
 from tests.helpers import LIVE_EVENTS, MS_KEY
 
 VECTOR_KEY = "GCTbw44s6MPLh4GqgDpnfuFHgy25Enly"
@@ -62,7 +62,7 @@ def test_signature_headers_carry_the_vector_signature():
 
 @pytest.fixture
 def check(settings_factory):
-    """check(url, headers=None, **config) -> what authenticate() says about a request to url."""
+    """check(url, headers=None, **config) -> whether the check passes a request to url."""
 
     def run(url: str, headers: dict | None = None, **config) -> bool:
         settings = settings_factory(**config)
@@ -70,7 +70,7 @@ def check(settings_factory):
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         with Flask(__name__).test_request_context(path, base_url=f"{parts.scheme}://{parts.netloc}", method="POST",
                                                   headers=headers or {}):
-            return authenticate(request, settings)
+            return refusal(request, settings) is None
 
     return run
 
@@ -80,7 +80,7 @@ def check(settings_factory):
     "https://hooks.example.com" + LIVE_EVENTS + "?room=1&a=b%20c",
     "http://127.0.0.1:8443" + LIVE_EVENTS,  # the port is part of the signed host
 ])
-def test_signed_url_round_trips_through_authenticate(check, url):
+def test_signed_url_round_trips_through_the_check(check, url):
     assert check(signed_url(url, MS_KEY)) is True
 
 
@@ -88,14 +88,14 @@ def test_signed_url_round_trips_through_authenticate(check, url):
     "http://localhost" + LIVE_EVENTS,
     "https://hooks.example.com" + LIVE_EVENTS + "?room=1",
 ])
-def test_signature_headers_round_trip_through_authenticate(check, url):
+def test_signature_headers_round_trip_through_the_check(check, url):
     headers = signature_headers(url, MS_KEY)
     assert check(url, headers=headers, sources={"metastudio": {"auth_type": "MSS_A_HEAD"}}) is True
 
 
-def test_signed_url_with_another_key_does_not_authenticate(check):
+def test_signed_url_with_another_key_is_refused(check):
     assert check(signed_url("http://localhost" + LIVE_EVENTS, "some-other-key-0123456789abcdefg")) is False
 
 
-def test_signed_url_from_an_hour_ago_does_not_authenticate(check):
+def test_signed_url_from_an_hour_ago_is_refused(check):
     assert check(signed_url("http://localhost" + LIVE_EVENTS, MS_KEY, now=time.time() - 3600)) is False

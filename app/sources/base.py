@@ -1,4 +1,5 @@
-"""What every source module shares: the endpoint and parse-result types, and secret comparison."""
+"""What every source module shares: the contract a source declares (``Source``), the endpoint and
+parse-result types, where hooks are served, and secret comparison."""
 
 from __future__ import annotations
 
@@ -6,6 +7,19 @@ import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# Every source endpoint is served at HOOKS_PREFIX/<source>/<endpoint> (see ``hook_path``).
+HOOKS_PREFIX = "/hooks"
+# Request headers kept with every event record, whatever its source; a source adds its own in its
+# KEPT_HEADERS. Never a header that carries a secret.
+KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Request-Id", "X-Forwarded-For", "X-Real-Ip")
+# The query parameter that carries a callback URL's secret, where a source's auth is a token.
+TOKEN_PARAM = "token"
+
+
+def hook_path(source: str, endpoint: str) -> str:
+    """The URL path a source endpoint is served at (and that a vendor is told to call)."""
+    return f"{HOOKS_PREFIX}/{source}/{endpoint}"
 
 
 class Request(Protocol):
@@ -65,8 +79,36 @@ PLAIN_DELIVERY = Delivery()
 
 
 def plain_delivery(req: Any, settings: Any, parsed: Parsed) -> Delivery:
-    """The default for a source without a ``delivery`` hook: the same body is the same delivery."""
+    """For a source whose bodies identify themselves: the same body is the same delivery."""
     return PLAIN_DELIVERY
+
+
+class Source(Protocol):
+    """What a source module declares, and all that the web receive path (app/web/receive.py) and
+    the worker side read of it. Its settings are ``settings.source(NAME)`` (``[sources.<NAME>]``):
+    None there means every callback is refused.
+
+    ``refusal(req, settings)``: why the request's credentials are refused (which check failed,
+    never a secret), or None when they hold; it must fail closed. ``delivery(req, settings,
+    parsed)``: how a re-delivery is told from a new event (``Delivery``; ``plain_delivery`` for
+    bodies that identify themselves). Called only for an authenticated, valid request.
+    """
+
+    NAME: str
+    ENDPOINTS: tuple[Endpoint, ...]
+    KEPT_HEADERS: tuple[str, ...]  # added to base.KEPT_HEADERS on the event record
+
+    def refusal(self, req: Request, settings: Any) -> str | None: ...
+
+    def delivery(self, req: Request, settings: Any, parsed: Parsed) -> Delivery: ...
+
+
+def token_refusal(req: Request, expected: str | None) -> str | None:
+    """Why the callback URL's ``token`` parameter is refused (never the token), or None."""
+    given = req.args.get(TOKEN_PARAM)
+    if secret_equals(given, expected):
+        return None
+    return "token missing from the URL" if not given else "wrong token"
 
 
 def secret_equals(given: str | None, expected: str | None) -> bool:

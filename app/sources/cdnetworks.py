@@ -11,16 +11,19 @@ from marshmallow import INCLUDE, Schema, fields, pre_load, validate
 
 from app.core.config import Settings
 from app.core.fields import Numeric, Text
-from app.sources.base import Endpoint, Parsed, Request, secret_equals
+from app.sources.base import Endpoint, Parsed, Request, hook_path, plain_delivery, token_refusal
 
 NAME = "cdnetworks"
+UPLOAD_PATH = "vod-upload"
+TRANSCODE_PATH = "vod-transcode"
+UPLOAD_HOOK = hook_path(NAME, UPLOAD_PATH)
+TRANSCODE_HOOK = hook_path(NAME, TRANSCODE_PATH)
 UPLOAD_EVENT = "VOD_UPLOAD"
 TRANSCODE_EVENT = "VOD_TRANSCODE"
 MAX_REFS = 100
-
-
-def authenticate(req: Request, settings: Settings) -> bool:
-    return refusal(req, settings) is None
+KEPT_HEADERS: tuple[str, ...] = ()  # nothing of CDNetworks' own beyond base.KEPT_HEADERS
+# Both callbacks name their videos: the same body is the same delivery.
+delivery = plain_delivery
 
 
 def refusal(req: Request, settings: Settings) -> str | None:
@@ -28,10 +31,7 @@ def refusal(req: Request, settings: Settings) -> str | None:
     src = settings.cdnetworks_source
     if src is None:
         return "no [sources.cdnetworks] token configured"
-    given = req.args.get("token")
-    if secret_equals(given, src.token):
-        return None
-    return "token missing from the URL" if not given else "wrong token"
+    return token_refusal(req, src.token)
 
 
 class _Open(Schema):
@@ -130,6 +130,6 @@ def parse_transcode(payload: dict) -> Parsed:
 
 
 ENDPOINTS = (
-    Endpoint("vod-upload", parse_upload, accept_base64=True),
-    Endpoint("vod-transcode", parse_transcode, accept_base64=True),
+    Endpoint(UPLOAD_PATH, parse_upload, accept_base64=True),
+    Endpoint(TRANSCODE_PATH, parse_transcode, accept_base64=True),
 )

@@ -19,11 +19,26 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from app.core.config import Settings
 from app.core.fields import JSONString, Numeric, Text
-from app.sources.base import PLAIN_DELIVERY, Delivery, Endpoint, Parsed, Request, secret_equals
+from app.sources.base import (
+    PLAIN_DELIVERY,
+    Delivery,
+    Endpoint,
+    Parsed,
+    Request,
+    hook_path,
+    secret_equals,
+    token_refusal,
+)
 
 NAME = "metastudio"
 LIVE_EVENTS_PATH = "live-events"
-SIGNATURE_PARAMS = ("hwSecret", "hwTime")
+HOOK_PATH = hook_path(NAME, LIVE_EVENTS_PATH)  # what a live job's callback URL points at
+# The signature: query parameters for MSS_A, headers for MSS_A_HEAD.
+SECRET_PARAM, TIME_PARAM = "hwSecret", "hwTime"
+SIGNATURE_PARAMS = (SECRET_PARAM, TIME_PARAM)
+SECRET_HEADER, TIME_HEADER = "x-hw-mss-secret", "x-hw-mss-time"
+# The signed send time is kept with the record (it orders live events); the secret never is.
+KEPT_HEADERS = (TIME_HEADER,)
 STREAM_STATES = ("CONNECTING", "CONNECTED", "DISCONNECTED", "RECONNECTING", "END")
 SCRIPT_SWITCH_EVENT = "SHOOT_SCRIPT_SWITCH"
 STREAM_STATE_EVENT = "RTMP_STREAM_STATE_CHANGE"
@@ -33,8 +48,8 @@ EVENT_TYPES = (SCRIPT_SWITCH_EVENT, STREAM_STATE_EVENT, REPLY_FINISH_EVENT)
 # state (CONNECTED after DISCONNECTED) or a timeline to a paragraph, so bytes alone cannot tell
 # a re-delivery from a transition. The message fields that name what the body is a state of:
 ID_LESS_TYPES = {
-    "RTMP_STREAM_STATE_CHANGE": ("room_id", "job_id", "output_url"),
-    "SHOOT_SCRIPT_SWITCH": ("room_id", "job_id"),
+    STREAM_STATE_EVENT: ("room_id", "job_id", "output_url"),
+    SCRIPT_SWITCH_EVENT: ("room_id", "job_id"),
 }
 _EVENT_TYPE_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # used with fullmatch: "$" would allow a trailing newline
 
@@ -62,7 +77,7 @@ def signed_url(url: str, key: str, now: float | None = None) -> str:
     hw_time = format(int(time.time() if now is None else now), "x")
     secret = sign(key, canonical_uri(parts.netloc, parts.path, parts.query), hw_time)
     sep = "&" if parts.query else "?"
-    return f"{url}{sep}hwSecret={secret}&hwTime={hw_time}"
+    return f"{url}{sep}{SECRET_PARAM}={secret}&{TIME_PARAM}={hw_time}"
 
 
 def signature_headers(url: str, key: str, now: float | None = None) -> dict[str, str]:
@@ -70,8 +85,8 @@ def signature_headers(url: str, key: str, now: float | None = None) -> dict[str,
     parts = urlsplit(url)
     hw_time = format(int(time.time() if now is None else now), "x")
     return {
-        "x-hw-mss-secret": sign(key, canonical_uri(parts.netloc, parts.path, parts.query), hw_time),
-        "x-hw-mss-time": hw_time,
+        SECRET_HEADER: sign(key, canonical_uri(parts.netloc, parts.path, parts.query), hw_time),
+        TIME_HEADER: hw_time,
     }
 
 
@@ -91,11 +106,6 @@ def _fresh(hw_time: str, tolerance: int, now: float) -> bool:
     return abs(now - sent) <= tolerance
 
 
-def authenticate(req: Request, settings: Settings) -> bool:
-    """True only for a request that carries the configured secret; fails closed."""
-    return refusal(req, settings) is None
-
-
 def refusal(req: Request, settings: Settings) -> str | None:
     """Why the request's credentials are refused (which check failed, never a secret), or None
     when they hold. The words are built only for a refused request."""
@@ -103,17 +113,14 @@ def refusal(req: Request, settings: Settings) -> str | None:
     if src is None:
         return "no [sources.metastudio] configured"
     if src.auth_type == "NONE":
-        given_token = req.args.get("token")
-        if secret_equals(given_token, src.token):
-            return None
-        return "token missing from the URL" if not given_token else "wrong token"
+        return token_refusal(req, src.token)
     if src.auth_type == "MSS_A":
-        given, hw_time = req.args.get("hwSecret"), req.args.get("hwTime")
+        given, hw_time = req.args.get(SECRET_PARAM), req.args.get(TIME_PARAM)
     else:
-        given, hw_time = req.headers.get("x-hw-mss-secret"), req.headers.get("x-hw-mss-time")
+        given, hw_time = req.headers.get(SECRET_HEADER), req.headers.get(TIME_HEADER)
     if not given or not hw_time or not src.key:
-        where = ("query (hwSecret, hwTime)" if src.auth_type == "MSS_A"
-                 else "headers (x-hw-mss-secret, x-hw-mss-time)")
+        where = (f"query ({SECRET_PARAM}, {TIME_PARAM})" if src.auth_type == "MSS_A"
+                 else f"headers ({SECRET_HEADER}, {TIME_HEADER})")
         return f"signature missing: auth_type {src.auth_type} expects it in the {where}"
     now = time.time()
     if not _fresh(hw_time, src.tolerance_seconds, now):
@@ -147,13 +154,13 @@ def signed_time(req: Request, settings: Settings) -> str | None:
     if src is None or src.auth_type == "NONE":
         return None
     if src.auth_type == "MSS_A":
-        return req.args.get("hwTime")
-    return req.headers.get("x-hw-mss-time")
+        return req.args.get(TIME_PARAM)
+    return req.headers.get(TIME_HEADER)
 
 
 def delivery(req: Request, settings: Settings, parsed: Parsed) -> Delivery:
     """How a re-delivery is told from a new event (docs/architecture.md, "Re-deliveries and
-    transitions"). Called after ``authenticate``, so a signed time here is a checked one.
+    transitions"). Called after ``refusal`` passed, so a signed time here is a checked one.
 
     A vendor retry repeats the signed request (same hwTime); a new transition is signed anew.
     So an id-less body is deduplicated on body + signed time, and only while it is still its
@@ -207,9 +214,9 @@ def _envelope(message_schema: type[Schema]) -> Schema:
 
 
 EVENT_SCHEMAS: dict[str, Schema] = {
-    "SHOOT_SCRIPT_SWITCH": _envelope(ShootScriptSwitchMessage),
-    "RTMP_STREAM_STATE_CHANGE": _envelope(RtmpStreamStateChangeMessage),
-    "REPLY_COMMAND_FINISH": _envelope(ReplyCommandFinishMessage),
+    SCRIPT_SWITCH_EVENT: _envelope(ShootScriptSwitchMessage),
+    STREAM_STATE_EVENT: _envelope(RtmpStreamStateChangeMessage),
+    REPLY_FINISH_EVENT: _envelope(ReplyCommandFinishMessage),
 }
 
 

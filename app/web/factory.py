@@ -16,8 +16,8 @@ from app.core.config import Settings
 from app.core.events import EventStore
 from app.core.redis import connect
 from app.sources import SOURCES
+from app.sources.base import hook_path
 from app.web import errors, health, metrics, proxies, spool, traffic
-from app.web.batching import IngestBatcher
 from app.web.receive import make_view
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,13 @@ def create_app(settings: Settings | None = None, *, start_drainer: bool = True, 
     spool.reap_stale_tmp(settings.spool_dir)
     drainer = spool.Drainer(settings.spool_dir, store, drain_interval).start() if start_drainer else None
     app.extensions["mediahook"] = Runtime(settings, store, drainer)
-    ingest = IngestBatcher(store).ingest
 
     for name, source in SOURCES.items():
         if settings.source(name) is None:
             log.warning("source %s has no secret configured: its callbacks are refused with 401", name)
         for endpoint in source.ENDPOINTS:
-            app.add_url_rule(f"/hooks/{name}/{endpoint.path}", view_func=make_view(source, endpoint, settings, ingest),
-                             methods=["POST"])
+            view = make_view(source, endpoint, settings, store.ingest)
+            app.add_url_rule(hook_path(name, endpoint.path), view_func=view, methods=["POST"])
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
     console.init_app(app)

@@ -58,7 +58,7 @@ from app.core.config import Settings
 from app.core.counters import REDIS_KEY, VENDOR_BUCKETS
 from app.core.logs import CALLBACK_KEY
 from app.core.queues import FAILED_INDEX, QUEUES
-from app.sources import SOURCES
+from app.sources import hook_routes
 from app.web import spool
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     # are summed at scrape time; without it (tests, the test client) in this app's registry.
     own = None if multiprocess_dir() else CollectorRegistry()
     build_info = _build_info()
-    routes = {f"/hooks/{name}/{e.path}": name for name, source in SOURCES.items() for e in source.ENDPOINTS}
+    routes = hook_routes()
     app.wsgi_app = CallbackMetrics(app.wsgi_app, routes, own)  # type: ignore[method-assign]
 
     def metrics() -> Response:

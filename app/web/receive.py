@@ -1,5 +1,8 @@
 """The shared receive path every callback takes: size, authenticate, decode, validate, record.
 
+It knows no vendor: what differs per source (endpoints, auth, kept headers, how a re-delivery is
+told apart) is what the source module declares (``app.sources.base.Source``).
+
 Everything that can be done once (schemas, the Redis script, the job template) is done at
 start-up; a request costs one Redis round trip (or one spool write when Redis is down).
 """
@@ -10,7 +13,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 from flask import Request, Response, abort, request
@@ -22,17 +24,17 @@ from app.core.config import Settings
 from app.core.events import Event, dedup_digest, new_event_id, scope_digest
 from app.core.fields import flatten_errors
 from app.core.logs import CALLBACK_KEY
-from app.sources.base import Endpoint, plain_delivery
+from app.sources.base import KEPT_HEADERS, Endpoint, Source
 from app.web import spool
 
 log = logging.getLogger(__name__)
 
-# Headers worth keeping with the record; never the signature ones.
-KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Request-Id", "X-Forwarded-For", "X-Real-Ip", "x-hw-mss-time")
-_KEPT_ENVIRON = tuple(
-    (name, "CONTENT_TYPE" if name == "Content-Type" else "HTTP_" + name.upper().replace("-", "_"))
-    for name in KEPT_HEADERS
-)
+
+
+def environ_keys(headers: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(header name, its WSGI environ key) for each header, so a request's are read directly."""
+    return tuple((name, "CONTENT_TYPE" if name.lower() == "content-type"
+                  else "HTTP_" + name.upper().replace("-", "_")) for name in headers)
 
 
 def json_response(status: int, doc: dict[str, Any]) -> Response:
@@ -54,24 +56,25 @@ def read_body(req: Request, max_bytes: int) -> bytes:
     return body
 
 
-def _kept_headers(req: Request) -> dict[str, str]:
+def _kept_headers(req: Request, kept: tuple[tuple[str, str], ...]) -> dict[str, str]:
     environ = req.environ
-    return {name: value for name, key in _KEPT_ENVIRON if (value := environ.get(key)) is not None}
+    return {name: value for name, key in kept if (value := environ.get(key)) is not None}
 
 
 Ingest = Callable[[Event], tuple[bool, str]]
 
 
-def make_view(source: ModuleType, endpoint: Endpoint, settings: Settings, ingest: Ingest) -> Callable[[], Response]:
+def make_view(source: Source, endpoint: Endpoint, settings: Settings, ingest: Ingest) -> Callable[[], Response]:
     """The Flask view for one source endpoint, with its collaborators bound once."""
-    authenticate = source.authenticate
-    describe = getattr(source, "delivery", plain_delivery)  # how a re-delivery is told apart
+    refusal = source.refusal
+    describe = source.delivery  # how a re-delivery is told apart
+    kept = environ_keys(KEPT_HEADERS + source.KEPT_HEADERS)
     parse = endpoint.parse
     max_bytes = settings.max_body_bytes
 
     def view() -> Response:
         body = read_body(request, max_bytes)
-        if not authenticate(request, settings):
+        if refusal(request, settings) is not None:  # which check failed is not said (the rejection list asks)
             return error_response(401, "unauthorized")
         try:
             payload = decode_body(body, endpoint.accept_base64, request.mimetype)
@@ -93,7 +96,7 @@ def make_view(source: ModuleType, endpoint: Endpoint, settings: Settings, ingest
             status="queued" if parsed.known else "ignored",
             received_at=received_at,
             body=body,
-            headers=_kept_headers(request),
+            headers=_kept_headers(request, kept),
             refs=parsed.refs,
             remote_addr=request.remote_addr or "",
             dedup=dedup_digest(source.NAME, endpoint.path, body, how.salt) if how.dedup else "",

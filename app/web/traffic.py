@@ -21,7 +21,7 @@ from redis import Redis, RedisError
 
 from app.core.config import Settings
 from app.core.logs import CALLBACK_KEY
-from app.sources import SOURCES
+from app.sources import hook_routes
 from app.web import rejections
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def per_minute(redis: Redis, minutes: int = 60, now: float | None = None) -> lis
 
 def init_app(app: Any, redis: Redis, settings: Settings) -> Tally:
     """Wrap the app so callbacks are counted; returns the Tally (tests flush it by hand)."""
-    routes = {f"/hooks/{name}/{e.path}": name for name, source in SOURCES.items() for e in source.ENDPOINTS}
+    routes = hook_routes()
     tally = Tally(redis)
     app.wsgi_app = TrafficMiddleware(app.wsgi_app, routes, tally, settings)
     app.extensions["mediahook.traffic"] = tally
