@@ -199,7 +199,7 @@ class Stack:
         def up() -> bool:
             try:
                 return self.session.get(self.base + "/readyz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a worker still booting
                 return False
 
         wait_for(up, 30, "gunicorn")

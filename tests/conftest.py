@@ -178,7 +178,7 @@ def gunicorn_process(write_config: Callable[..., Path], tmp_path: Path) -> Itera
                 raise AssertionError(f"gunicorn exited: {log.read_text()}")
             try:
                 return requests.get(base + "/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a worker still booting
                 return False
 
         wait_until(up, timeout=20, what="gunicorn to answer /healthz")

@@ -34,7 +34,7 @@ def _start(cwd: Path, port: int) -> subprocess.Popen:
         assert proc.poll() is None, (cwd / "dev.log").read_text()
         try:
             return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a worker still booting
             return False
 
     wait_until(ready, timeout=30, interval=0.1, what="mediahook dev to be ready")

@@ -37,7 +37,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, st
         assert proc.poll() is None, log.read_text()
         try:
             return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a worker still booting
             return False
 
     try:
