@@ -17,12 +17,12 @@ from rq.job import Job
 from rq.utils import utcparse
 
 from app.core.config import Settings
+from app.sources.metastudio import LIVE_STATES
 from app.web import rejections, spool, traffic
 from workers import ops, streams, transcode
 
 SCAN_BUDGET = 5000  # videos looked at, at most, by one transcodes listing
 SCAN_STEP = 5000  # keys SCAN walks per round trip
-LIVE_STATES = ("CONNECTING", "CONNECTED", "RECONNECTING")
 
 
 

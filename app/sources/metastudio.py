@@ -19,6 +19,7 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from app.core.config import Settings
 from app.core.fields import JSONString, Numeric, Text
+from app.core.vendor_config import STREAM_STATES
 from app.sources.base import (
     PLAIN_DELIVERY,
     Delivery,
@@ -39,7 +40,10 @@ SIGNATURE_PARAMS = (SECRET_PARAM, TIME_PARAM)
 SECRET_HEADER, TIME_HEADER = "x-hw-mss-secret", "x-hw-mss-time"
 # The signed send time is kept with the record (it orders live events); the secret never is.
 KEPT_HEADERS = (TIME_HEADER,)
-STREAM_STATES = ("CONNECTING", "CONNECTED", "DISCONNECTED", "RECONNECTING", "END")
+# STREAM_STATES is defined beside the config that validates against it (bindings' on_state), as
+# app.core imports nothing above it; it is MetaStudio's list all the same.
+# The states in which a stream is live, or about to be again: what the console lists first.
+LIVE_STATES = ("CONNECTING", "CONNECTED", "RECONNECTING")
 SCRIPT_SWITCH_EVENT = "SHOOT_SCRIPT_SWITCH"
 STREAM_STATE_EVENT = "RTMP_STREAM_STATE_CHANGE"
 REPLY_FINISH_EVENT = "REPLY_COMMAND_FINISH"
