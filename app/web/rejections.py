@@ -2,8 +2,8 @@
 a secret rotation or a misconfigured proxy at a glance, instead of a bare 401 counter.
 
 ``app.web.traffic``'s WSGI wrapper sees each refused answer; ``reason`` makes it a sentence (from the
-answer's own JSON, and for a 401 from the source's ``refusal``, the function its ``authenticate``
-is built on, so the reason cannot drift from the check; only refused requests ask it twice).
+answer's own JSON, and for a 401 from the source's ``refusal``, the very check the receive path
+made, so the reason cannot drift from it; only refused requests ask it twice).
 The entries go to Redis from the traffic thread, so the answer never waits on, nor fails with,
 this bookkeeping. The list is bounded in
 count (``KEEP``) and time (``MAX_AGE``), and each reason is logged once per flush interval with
@@ -43,8 +43,7 @@ def auth_reason(source: str, req: Request, settings: Settings) -> str:
     """Which check refused a callback's credentials: the source's own ``refusal`` (app/sources),
     asked again only for a request it refused. Never shows the secret or what was sent."""
     module = SOURCES.get(source)
-    refusal = getattr(module, "refusal", None)
-    return (refusal(req, settings) if refusal else None) or "unauthorized"
+    return (module.refusal(req, settings) if module else None) or "unauthorized"
 
 
 def reason(source: str, status: int, answer: bytes, environ: dict, settings: Settings | None) -> str:
