@@ -76,7 +76,7 @@ def test_killed_worker_and_scheduler_resume_within_a_minute(base_config, sim, re
     wait_until(lambda: any(c["pending"] for c in sim_calls(sim.url, "koophone")), timeout=20,
                what="the KooPhone call to be in flight")
     later = "koophone-manual-later-0"
-    actions.enqueue(redis_client, later, "workers.video_settings.apply", kind="koophone.apply", event_id=None,
+    actions.enqueue(redis_client, later, actions.VIDEO_SETTINGS_APPLY, event_id=None,
                     policy=settings.koophone.http, delay=25,
                     params={"action_id": later, "profile": "normal", "instance_ids": ["phone-l"]})
     workers.start(redis_client, **sections)  # idle: nothing is queued

@@ -1,4 +1,4 @@
-"""Issue 4, the admin API under /api/: auth (fail closed), event listing with filters and a stable
+"""The admin API under /api/: auth (fail closed), event listing with filters and a stable
 cursor, details with secrets masked, replay, failures and requeue, live jobs, transcodes, KooPhone
 apply and live start — against a real Redis, with actions run against the vendor simulators."""
 
@@ -344,13 +344,13 @@ def test_failed_actions_are_listed_with_their_event_and_requeued_by_filter(vendo
     r = get(vendor_api, "/api/failed")
     assert r.status_code == 200 and r.json["total"] == 1
     [item] = r.json["items"]
-    assert item["id"] == action_id and item["kind"] == "koophone.apply" and item["status"] == "failed"
+    assert item["id"] == action_id and item["kind"] == "video_settings.reconcile" and item["status"] == "failed"
     assert item["attempts"] == 1 and item["requeueable"] is True
     assert item["last_error"]["vendor"] == "koophone" and item["last_error"]["code"] == "KOOPHONE.API.1002"
     assert item["last_error"]["message"] == "instances are not in the same region"
     assert item["event"]["id"] == event_id and item["event"]["type"] == "RTMP_STREAM_STATE_CHANGE"
     assert item["params"]["profile"] == "normal"
-    assert [i["id"] for i in get(vendor_api, "/api/failed", kind="koophone").json["items"]] == [action_id]
+    assert [i["id"] for i in get(vendor_api, "/api/failed", kind="video_settings").json["items"]] == [action_id]
     assert get(vendor_api, "/api/failed", kind="converter").json["items"] == []
     assert get(vendor_api, "/api/failed", vendor="flighthub").json["items"] == []
     assert get(vendor_api, "/api/failed", event_id=event_id).json["total"] == 1
@@ -359,7 +359,7 @@ def test_failed_actions_are_listed_with_their_event_and_requeued_by_filter(vendo
     shown = {a["id"]: a for a in get(vendor_api, f"/api/events/{event_id}").json["action_states"]}
     assert shown[action_id]["last_error"]["code"] == "KOOPHONE.API.1002"
 
-    r = post(vendor_api, "/api/failed/requeue", {"filter": {"kind": "koophone", "vendor": "koophone"}})
+    r = post(vendor_api, "/api/failed/requeue", {"filter": {"kind": "video_settings", "vendor": "koophone"}})
     assert r.status_code == 200 and r.json == {"requeued": [action_id], "skipped": []}
     drive(lambda: status_of(redis_client, action_id) == "succeeded", what="the requeued apply")
     assert koophone_instance(sim.url, "phone-1") is not None
@@ -408,7 +408,7 @@ def test_a_failed_event_job_is_listed_and_requeued(api, redis_client):
     assert item["event_id"] == event_id and item["event"]["status"] == "queued"
     assert "not JSON" in item["last_error"]["message"] and item["requeueable"] is True
     assert get(api, "/api/failed", kind="event").json["total"] == 1
-    assert get(api, "/api/failed", kind="koophone").json["total"] == 0
+    assert get(api, "/api/failed", kind="video_settings").json["total"] == 0
 
     redis_client.hset(EVENT_PREFIX + event_id, "body", body)
     r = post(api, "/api/failed/requeue", {"id": job_id_for(event_id)})
@@ -473,7 +473,7 @@ def test_koophone_apply_queues_batches_that_run(vendor_api, sim, drive, redis_cl
     drive(lambda: all(status_of(redis_client, a) == "succeeded" for a in action_ids), what="the batches")
     assert koophone_instance(sim.url, "p-149") is not None
     record = actions.record(redis_client, action_ids[0])
-    assert record["kind"] == "koophone.apply" and len(record["params"]["instance_ids"]) == 100
+    assert record["kind"] == "video_settings.apply" and len(record["params"]["instance_ids"]) == 100
 
 
 @pytest.mark.parametrize("body, status, field", [

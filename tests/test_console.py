@@ -345,7 +345,7 @@ def test_an_event_page_masks_secrets_and_shows_headers(console_app):
 # --- failed: confirmation, unknown outcomes -------------------------------------------------------
 
 def failed_action(redis, action_id: str, *, outcome: str | None = None) -> None:
-    actions.enqueue(redis, action_id, "workers.live.start", kind="live.start", event_id=None, policy=None,
+    actions.enqueue(redis, action_id, actions.LIVE_START, event_id=None, policy=None,
                     params={"room_id": ROOM})
     fields = {"status": "failed", "last_error": json.dumps({"vendor": "metastudio", "code": "MSS.0001",
                                                             "message": "boom"})}
@@ -428,7 +428,7 @@ def test_the_package_ships_the_console_files(tmp_path):
 
 def test_an_unknown_live_start_is_started_again_only_after_a_confirmation(make_app, redis_client):
     app = make_app(admin=TOKENS, public_base_url="http://localhost", **vendor_sections("http://127.0.0.1:9"))
-    actions.enqueue(redis_client, "live-start-x", "workers.live.start", kind="live.start", event_id=None, policy=None,
+    actions.enqueue(redis_client, "live-start-x", actions.LIVE_START, event_id=None, policy=None,
                     params={"room_id": ROOM, "output_url": "rtmp://live.example.com/app"})
     redis_client.hset(actions.ACTION_PREFIX + "live-start-x", mapping={"status": "failed", "outcome": "unknown"})
     redis_client.zadd(actions.FAILED_INDEX, {"live-start-x": time.time()})

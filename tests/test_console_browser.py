@@ -159,7 +159,7 @@ def test_sign_in_see_a_callback_arrive_open_it_and_replay_it(gunicorn_process, s
         page.wait(lambda: page.texts("#event-id") == [event_id], "the event page")
         page.wait(lambda: (states := page.texts("#actions .action-status")) and all(
             s == "succeeded" for s in states), "its actions, done", reload=True)
-        assert "koophone.apply" in page.body() and "converter.reconcile" in page.body()
+        assert "video_settings.reconcile" in page.body() and "converter.reconcile" in page.body()
         assert "secret-stream-key" not in page.body()
 
         page.click("#replay")

@@ -1,5 +1,5 @@
 """Failures: transient ones are retried with backoff until the work is done exactly once,
-permanent ones fail at once with the vendor's code and message (listed by `ops.failed`, run
+permanent ones fail at once with the vendor's code and message (listed by `ops.failed_items`, run
 again by `ops.replay`), and a worker SIGKILLed in the middle of a vendor call still ends right.
 The simulators fail for real over HTTP; the Redis is real; the killed worker is a real process."""
 
@@ -97,7 +97,7 @@ def test_30_percent_5xx_and_timeouts_still_do_everything_once(make_app, sim, dri
     [made] = converters(sim.url)
     assert made["auto_push_stream"] is True
     assert all(applied_rates(koophone_instance(sim.url, p)) == {NORMAL} for p in ("phone-1", "phone-2"))
-    assert ops.failed(redis_client) == []
+    assert ops.failed_items(redis_client) == []
     assert {a["status"] for a in ops.event_details(redis_client, upload)["action_states"]} == {"succeeded"}
 
     # The faults did fire, of both kinds, and a create's answer was lost.
@@ -118,7 +118,7 @@ def test_permanent_error_fails_at_once_then_replay_completes(vendor_app, sim, dr
           and {s["state"] for s in rung_states(redis_client, "VPERM").values()} == {"success", "failed"},
           what="two rungs done and one failed")
 
-    [failed] = ops.failed(redis_client)
+    [failed] = ops.failed_items(redis_client)
     assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["event_id"] == event
     assert (failed["last_error"]["vendor"], failed["last_error"]["code"], failed["last_error"]["message"],
             failed["last_error"]["transient"]) == ("muducloud", 1001, "origin_url cannot be fetched", False)
@@ -128,7 +128,7 @@ def test_permanent_error_fails_at_once_then_replay_completes(vendor_app, sim, dr
 
     ops.replay(redis_client, event)  # the fault is used up: the replay completes the rung
     drive(all_succeeded(redis_client, 3, "VPERM"), what="the replayed rung to succeed")
-    assert ops.failed(redis_client) == []
+    assert ops.failed_items(redis_client) == []
     assert status(redis_client, failed["id"]) == "succeeded"
     assert_one_task_per_rung(sim.url, redis_client, "VPERM")
     assert len(sim_calls(sim.url, "muducloud", "create-transcode")) == 4
@@ -138,8 +138,8 @@ def test_permanent_flighthub_error_is_listed_with_its_code(make_app, sim, drive,
     sections = vendor_sections(sim.url)
     sections["flighthub"]["bindings"] = [{"room_id": ROOM, "converter_id": "3f1a0c1e-0000-4000-8000-deadbeef0000"}]
     event = post_live(make_app(**sections).test_client(), stream_event(ROOM, "CONNECTED"))
-    drive(lambda: ops.failed(redis_client), what="the reconcile to fail")
-    [failed] = ops.failed(redis_client)
+    drive(lambda: ops.failed_items(redis_client), what="the reconcile to fail")
+    [failed] = ops.failed_items(redis_client)
     assert failed["id"] == f"converter-room-{ROOM}-{event}" and failed["attempts"] == 1
     assert (failed["last_error"]["code"], failed["last_error"]["message"]) == (213029, "converter not found")
     assert len(sim_calls(sim.url, "flighthub", "update")) == 1
@@ -158,7 +158,7 @@ def test_transient_errors_until_the_retries_run_out_end_failed(make_app, sim, dr
     assert record["attempts"] == 3
     assert (record["last_error"]["code"], record["last_error"]["transient"]) == ("KOOPHONE.API.9999", True)
     assert len(sim_calls(sim.url, "koophone")) == 3
-    assert [a["id"] for a in ops.failed(redis_client)] == [action_id]
+    assert [a["id"] for a in ops.failed_items(redis_client)] == [action_id]
 
     set_faults(sim.url, {"koophone": {"vendor_errors": [{"times": 2, "code": "KOOPHONE.API.9999",
                                                           "message": "internal error", "status": 400}]}})

@@ -11,7 +11,7 @@ from pathlib import Path
 from app.core import config as settings_mod
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import wait_until
-from workers import actions, ops
+from workers import actions, live, ops
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def test_a_permanent_refusal_is_one_error_line_and_a_success_one_info_line(redis
     settings = settings_factory(**public, **sections)
     worker = start_worker({**public, **sections})
     [refused] = ops.koophone_apply(redis_client, settings, "low", ["phone-1"])
-    started = ops.live_start(redis_client, settings, ROOM, "rtmp://live.example.com/app", "a-stream-key")
+    started = live.queue_start(redis_client, settings, ROOM, "rtmp://live.example.com/app", "a-stream-key")
 
     def status(action_id: str) -> str | None:
         return (actions.record(redis_client, action_id) or {}).get("status")

@@ -142,7 +142,7 @@ def test_permanent_error_fails_the_apply_with_the_vendors_message(vendor_app, si
     assert record["attempts"] == 1
     assert record["last_error"]["code"] == "KOOPHONE.API.1002"
     assert record["last_error"]["message"] == "instances are not in the same region"
-    assert [a["id"] for a in ops.failed(redis_client)] == [action_id]
+    assert [a["id"] for a in ops.failed_items(redis_client)] == [action_id]
     assert koophone_instance(sim.url, "r1") is None
 
 

@@ -1,5 +1,5 @@
 """MetaStudio live jobs: the per-job script timeline (SHOOT_SCRIPT_SWITCH, REPLY_COMMAND_FINISH)
-and `ops.live_start`, whose job's signed callbacks come back over real HTTP to a real gunicorn
+and `live.queue_start`, whose job's signed callbacks come back over real HTTP to a real gunicorn
 of this service at its public_base_url."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from app.core.queues import EVENTS_QUEUE
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import LIVE_EVENTS, MS_KEY, MS_TOKEN, free_port, live_event, wait_until
 from tests.vendor_harness import converter, post_live, set_faults, sim_calls
-from workers import actions, live, ops, streams
+from workers import actions, live, ops, streams, timeline
 from workers.context import settings as worker_settings
 from workers.converter import CREATED_PREFIX
 
@@ -47,11 +47,11 @@ def test_script_switches_and_replies_make_the_timeline(app, drive, redis_client)
     post_live(client, switch(2))  # a number, not a string: accepted too
     post_live(client, reply("reply-b"))
     drive(lambda: redis_client.llen(EVENTS_LIST) == 0, what="the events")
-    shown = ops.live_show(redis_client, JOB)
+    shown = timeline.show(redis_client, JOB)
     assert (shown["room_id"], shown["scene_script_name"], shown["shoot_script_sequence_no"],
             shown["shoot_script_title"]) == (ROOM, "Scene 1", "2", "Paragraph 2")
     assert [r["reply_id"] for r in shown["finished_replies"]] == ["reply-a", "reply-b"]
-    assert ops.live_show(redis_client, "no-such-job") is None
+    assert timeline.show(redis_client, "no-such-job") is None
 
 
 def test_a_switch_processed_late_does_not_move_the_timeline_back(app, redis_client, drive):
@@ -62,9 +62,9 @@ def test_a_switch_processed_late_does_not_move_the_timeline_back(app, redis_clie
     assert redis_client.lindex(EVENTS_LIST, 0).decode() == job_id_for(second)
     SimpleWorker([Queue(EVENTS_QUEUE, connection=redis_client)], connection=redis_client).work(
         burst=True, max_jobs=1, with_scheduler=False)
-    assert ops.live_show(redis_client, JOB)["shoot_script_sequence_no"] == "2"
+    assert timeline.show(redis_client, JOB)["shoot_script_sequence_no"] == "2"
     drive(lambda: redis_client.llen(EVENTS_LIST) == 0, what="the late switch")
-    shown = ops.live_show(redis_client, JOB)
+    shown = timeline.show(redis_client, JOB)
     assert (shown["shoot_script_sequence_no"], shown["script_event_id"]) == ("2", second)
     assert ops.event_details(redis_client, first)["notes"] == [
         "a switch ordered after this one already moved the script timeline"]
@@ -73,7 +73,7 @@ def test_a_switch_processed_late_does_not_move_the_timeline_back(app, redis_clie
     post_live(client, reply("reply-x"))
     post_live(client, live_event("REPLY_COMMAND_FINISH", room_id=ROOM, job_id=JOB, reply_id="reply-x", extra=1))
     drive(lambda: redis_client.llen(EVENTS_LIST) == 0, what="the replies")
-    assert [r["reply_id"] for r in ops.live_show(redis_client, JOB)["finished_replies"]] == ["reply-x"]
+    assert [r["reply_id"] for r in timeline.show(redis_client, JOB)["finished_replies"]] == ["reply-x"]
 
 
 # --- live start -----------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def test_live_start_points_the_callbacks_at_this_service(auth_type, web_at, make
     source = {"sources": {"metastudio": SOURCES[auth_type]}}
     base = web_at(**source)
     make_app(public_base_url=base, **source, **vendor_sections(sim.url))  # the in-process workers' settings
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     drive(lambda: status(redis_client, action_id) == "succeeded", what="the start action")
 
     [call] = sim_calls(sim.url, "metastudio", "start-job")
@@ -111,7 +111,7 @@ def test_live_start_points_the_callbacks_at_this_service(auth_type, web_at, make
     assert call["body"]["live_event_callback_config"] == expected
 
     job_id = actions.record(redis_client, action_id)["result"]["job_id"]
-    recorded = ops.live_show(redis_client, job_id)
+    recorded = timeline.show(redis_client, job_id)
     assert (recorded["room_id"], recorded["output_url"], recorded["start_action"]) == (ROOM, OUTPUT_URL, action_id)
     # The stream key reaches MetaStudio but is kept out of the action's record.
     assert STREAM_KEY not in json.dumps(ops.action(redis_client, action_id))
@@ -123,10 +123,10 @@ def test_live_start_points_the_callbacks_at_this_service(auth_type, web_at, make
     callbacks = sim_calls(sim.url, "metastudio-callbacks")
     assert [c["answer"]["status"] for c in callbacks] == [200] * 6, callbacks
     # ... and processed into the job's timeline, its stream state and the bound converter.
-    drive(lambda: (ops.live_show(redis_client, job_id) or {}).get("finished_replies")
+    drive(lambda: (timeline.show(redis_client, job_id) or {}).get("finished_replies")
           and redis_client.llen(EVENTS_LIST) == 0 and redis_client.llen("rq:queue:mediahook-actions") == 0,
           what="the callbacks' events and actions")
-    shown = ops.live_show(redis_client, job_id)
+    shown = timeline.show(redis_client, job_id)
     assert (shown["shoot_script_sequence_no"], shown["shoot_script_title"]) == ("2", "Paragraph 2")
     assert len(shown["finished_replies"]) == 1
     assert streams.latest(redis_client, ROOM)["state"] == "END"
@@ -145,12 +145,12 @@ def live_sections(sim_url: str, **http) -> dict:
 def test_live_start_timeout_fails_as_outcome_unknown_without_a_second_job(make_app, sim, drive, redis_client):
     make_app(**live_sections(sim.url, read_timeout=0.3))
     set_faults(sim.url, {"metastudio": {"start-job": {"timeout_times": 1, "timeout_sleep_s": 0.8}}})
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     drive(lambda: status(redis_client, action_id) == "failed", what="the start to fail")
     record = actions.record(redis_client, action_id)
     assert record["attempts"] == 1 and "outcome unknown" in record["last_error"]["message"]
     assert record["last_error"]["transient"] is False
-    assert [a["id"] for a in ops.failed(redis_client)] == [action_id]
+    assert [a["id"] for a in ops.failed_items(redis_client)] == [action_id]
     assert len(sim_calls(sim.url, "metastudio", "start-job")) == 1
 
 
@@ -159,7 +159,7 @@ def test_live_start_connection_lost_after_sending_is_not_retried(make_app, sim, 
     would start a second live job, so the start fails as "outcome unknown" (like a timeout)."""
     make_app(**live_sections(sim.url))
     set_faults(sim.url, {"metastudio": {"start-job": {"drop_times": 1, "after_effect": True}}})
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     drive(lambda: status(redis_client, action_id) in ("failed", "succeeded"), what="the start to end")
     record = actions.record(redis_client, action_id)
     assert (record["status"], record["attempts"]) == ("failed", 1)
@@ -172,7 +172,7 @@ def test_live_start_retries_a_refused_connection(make_app, sim, drive, redis_cli
     sections = live_sections(sim.url)
     sections["metastudio"]["base_url"] = f"http://127.0.0.1:{free_port()}"
     make_app(**sections)
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     drive(lambda: status(redis_client, action_id) == "failed", what="the retries to run out")
     record = actions.record(redis_client, action_id)
     assert record["attempts"] == 1 + sections["metastudio"]["retry_attempts"]
@@ -182,7 +182,7 @@ def test_live_start_retries_a_refused_connection(make_app, sim, drive, redis_cli
 def test_live_start_retries_a_5xx_and_starts_one_job(make_app, sim, drive, redis_client):
     make_app(**live_sections(sim.url))
     set_faults(sim.url, {"metastudio": {"start-job": {"error_times": 1}}})
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     drive(lambda: status(redis_client, action_id) == "succeeded", what="the start to succeed")
     assert actions.record(redis_client, action_id)["attempts"] == 2
     jobs = requests.get(f"{sim.url}/_sim/metastudio/jobs", timeout=5).json()["jobs"]
@@ -193,7 +193,7 @@ def test_live_start_permanent_error_keeps_the_vendors_message(make_app, sim, dri
     sections = live_sections(sim.url)
     sections["metastudio"]["auth_token"] = "wrong-token"
     make_app(**sections)
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     drive(lambda: status(redis_client, action_id) == "failed", what="the start to fail")
     error = actions.record(redis_client, action_id)["last_error"]
     assert (error["vendor"], error["code"], error["message"], error["status"]) == (
@@ -203,9 +203,9 @@ def test_live_start_permanent_error_keeps_the_vendors_message(make_app, sim, dri
 def test_live_start_refuses_what_cannot_work(make_app, sim, redis_client):
     make_app(**vendor_sections(sim.url))  # no public_base_url
     with pytest.raises(ValueError, match="public_base_url"):
-        ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+        live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     make_app(public_base_url="https://hooks.example.com")  # no [metastudio]
     with pytest.raises(ValueError, match=r"\[metastudio\]"):
-        ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+        live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     assert live.callback_config(worker_settings())["live_event_type_callback_url"] == (
         "https://hooks.example.com/hooks/metastudio/live-events")

@@ -84,7 +84,7 @@ def test_worker_killed_mid_start_ends_outcome_unknown_with_one_job(make_app, sim
     app = make_app(**config)
     set_faults(sim.url, {"metastudio": {"start-job": {"latency_ms": 1500}}})
     first = workers.start(redis_client, **config)
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     wait_until(lambda: any(c["pending"] for c in sim_calls(sim.url, "metastudio", "start-job")), timeout=20,
                what="the start request to be in flight")
     first.kill()  # worker, work horse and scheduler: SIGKILL, mid-call
@@ -119,7 +119,7 @@ def test_worker_killed_mid_start_ends_outcome_unknown_with_one_job(make_app, sim
     assert "outcome unknown" in skipped["reason"]
     assert not actions.requeue(redis_client, action_id)
     # Whatever enqueues the same action again (a replayed event re-deciding it) finds it, and runs nothing.
-    assert actions.enqueue(redis_client, action_id, live.start, kind=live.KIND, event_id=None,
+    assert actions.enqueue(redis_client, action_id, actions.LIVE_START, event_id=None,
                            params={"action_id": action_id, "room_id": ROOM, "output_url": OUTPUT_URL,
                                    "stream_key": STREAM_KEY}, policy=worker_settings().metastudio_api.http) == "exists"
     drive(lambda: redis_client.llen(f"rq:queue:{ACTIONS_QUEUE}") == 0, what="anything queued")
@@ -150,7 +150,7 @@ def test_killed_with_no_retry_left_the_sweep_marks_it_outcome_unknown(make_app, 
     make_app(**config)
     set_faults(sim.url, {"metastudio": {"start-job": {"latency_ms": 1500}}})
     first = workers.start(redis_client, **config)
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     wait_until(lambda: any(c["pending"] for c in sim_calls(sim.url, "metastudio", "start-job")), timeout=20,
                what="the start request to be in flight")
     first.kill()
@@ -172,7 +172,7 @@ def test_gateway_error_after_the_start_is_outcome_unknown(gateway_status, make_a
     make_app(**sections(sim.url))
     set_faults(sim.url, {"metastudio": {"start-job": {"error_times": 1, "error_status": gateway_status,
                                                       "after_effect": True}}})
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     drive(lambda: status(redis_client, action_id) in ("failed", "succeeded"), what="the start to end")
     record = assert_outcome_unknown(redis_client, action_id)
     assert (record["attempts"], record["last_error"]["status"]) == (1, gateway_status)
@@ -184,7 +184,7 @@ def test_gateway_error_after_the_start_is_outcome_unknown(gateway_status, make_a
 def test_a_503_starts_nothing_and_is_retried(make_app, sim, drive, redis_client):
     make_app(**sections(sim.url))
     set_faults(sim.url, {"metastudio": {"start-job": {"error_times": 1, "error_status": 503}}})
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     drive(lambda: status(redis_client, action_id) == "succeeded", what="the start to be retried")
     assert actions.record(redis_client, action_id)["attempts"] == 2
     assert len(sim_jobs(sim.url)) == 1
@@ -195,7 +195,7 @@ def test_replay_skips_an_outcome_unknown_action_and_says_so(make_app, sim, drive
     # localhost: the Host of the test client's signed live events (no callbacks arrive there).
     app = make_app(**{**sections(sim.url), "public_base_url": "http://localhost"})
     set_faults(sim.url, {"metastudio": {"start-job": {"drop_times": 1, "after_effect": True}}})
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     drive(lambda: status(redis_client, action_id) == "failed", what="the start to fail")
     assert_outcome_unknown(redis_client, action_id)
     client = app.test_client()
@@ -216,7 +216,7 @@ def test_replay_skips_an_outcome_unknown_action_and_says_so(make_app, sim, drive
 def test_start_again_refuses_what_is_not_a_failed_start(make_app, sim, drive, redis_client):
     client = make_app(**sections(sim.url)).test_client()
     assert client.post("/api/live/starts/nope/start-again", headers=AUTH).status_code == 404
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     r = client.post(f"/api/live/starts/{action_id}/start-again", headers=AUTH)
     assert r.status_code == 409 and "queued" in r.json["message"]  # not failed: it may still start
     drive(lambda: status(redis_client, action_id) == "succeeded", what="the start")
@@ -236,7 +236,7 @@ def test_cli_lists_outcome_unknown_and_starts_again_once(make_app, sim, drive, r
     path.write_text(toml_dumps({**base_config, **config}))
     env = {"MEDIAHOOK_CONFIG": str(path), "REDIS_URL": None}
     set_faults(sim.url, {"metastudio": {"start-job": {"timeout_times": 1, "timeout_sleep_s": 0.8}}})
-    action_id = ops.live_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
+    action_id = live.queue_start(redis_client, worker_settings(), ROOM, OUTPUT_URL, STREAM_KEY)
     drive(lambda: status(redis_client, action_id) == "failed", what="the start to time out")
     assert_outcome_unknown(redis_client, action_id)
 

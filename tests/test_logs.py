@@ -1,4 +1,4 @@
-"""Issue 4, logs: one JSON object per line with the event and action ids, plain text on request,
+"""Logs: one JSON object per line with the event and action ids, plain text on request,
 secrets masked wherever they would appear (messages, extra fields, tracebacks, the access log)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from app.core.logs import MASK
 from tests.conftest import ROOM, vendor_sections
 from tests.helpers import CDN_TOKEN, MS_KEY, signed_path, wait_until
 from tests.vendor_harness import UPLOAD, Workers, post_live, set_faults, stream_event, upload_body
-from workers import actions, ops, transcode
+from workers import actions, live, transcode
 
 STREAM_KEY = "e2e-very-secret-stream-key"
 
@@ -170,15 +170,15 @@ def test_a_real_run_logs_json_lines_and_never_a_secret(gunicorn_server, workers,
     signed = signed_path(host=base.removeprefix("http://"))
     hw_secret = parse_qs(urlsplit(signed).query)["hwSecret"][0]
     body = stream_event(ROOM, "CONNECTED").replace(b"secret-stream-key", STREAM_KEY.encode())
-    live = requests.post(base + signed, data=body, timeout=10).json()["event_id"]
-    start_id = ops.live_start(redis_client, settings_factory(public_base_url=base, **sections), ROOM,
+    live_event = requests.post(base + signed, data=body, timeout=10).json()["event_id"]
+    start_id = live.queue_start(redis_client, settings_factory(public_base_url=base, **sections), ROOM,
                               "rtmp://live.example.com/app", STREAM_KEY)
 
     def done() -> bool:
         rungs = transcode.video_transcodes(redis_client, "VLOG")
         return (rungs.get("360", {}).get("state") == "success"
                 and (actions.record(redis_client, start_id) or {}).get("status") == "failed"
-                and all(redis_client.hget(f"mh:event:{e}", "status") == b"processed" for e in (upload, live)))
+                and all(redis_client.hget(f"mh:event:{e}", "status") == b"processed" for e in (upload, live_event)))
 
     try:
         wait_until(done, timeout=60, interval=0.1, what="the upload, the stream event and the live start")
@@ -197,13 +197,13 @@ def test_a_real_run_logs_json_lines_and_never_a_secret(gunicorn_server, workers,
 
     access = [d for d in web if d["logger"] == "gunicorn.access" and d["path"].startswith("/hooks/")]
     assert {(d["event_id"], d["query"]) for d in access} == {(upload, f"token={MASK}"),
-                                                             (live, f"hwSecret={MASK}&hwTime=" +
+                                                             (live_event, f"hwSecret={MASK}&hwTime=" +
                                                               parse_qs(urlsplit(signed).query)["hwTime"][0])}
     assert {d["component"] for d in web} == {"web"}
 
     assert {"worker", "scheduler"} <= {d["component"] for d in work}
     assert any(d.get("event_id") == upload and d["logger"] == "workers.process" for d in work)
-    assert any(d.get("event_id") == live and d["logger"] == "workers.process" for d in work)
+    assert any(d.get("event_id") == live_event and d["logger"] == "workers.process" for d in work)
     failed = [d for d in work if d.get("action_id") == start_id and d["logger"] == "workers.actions"]
     assert failed and "FAILED" in failed[0]["message"] and failed[0]["level"] == "ERROR"
     # A vendor's refusal is one line (ours): RQ's ERROR line with a traceback is not repeated.

@@ -1,4 +1,4 @@
-"""Issue 4, metrics: /metrics after callbacks of every outcome, the figures read from Redis and the
+"""Metrics: /metrics after callbacks of every outcome, the figures read from Redis and the
 spool at scrape time, the workers' counters (kept in Redis), and gunicorn's multiprocess mode."""
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_actions_retries_failures_and_vendor_calls_are_counted(vendor_app, sim, 
     assert total(m, a, vendor="muducloud", kind="transcode.submit", outcome="succeeded") == 3
     assert total(m, a, vendor="muducloud", kind="transcode.submit", outcome="retrying") == 1
     assert total(m, a, vendor="muducloud", kind="transcode.poll", outcome="succeeded") >= 3
-    assert total(m, a, vendor="koophone", kind="koophone.apply", outcome="failed") == 1
+    assert total(m, a, vendor="koophone", kind="video_settings.apply", outcome="failed") == 1
     assert total(m, a, outcome="skipped") == 0
     assert total(m, "mediahook_action_retries_total", vendor="muducloud", kind="transcode.submit") == 1
     reasons = {dict(ls)["reason"] for (n, ls) in m if n == "mediahook_action_retries_total"}
@@ -202,7 +202,7 @@ def test_a_metrics_write_never_fails_the_action(redis_server):
     from redis import Redis
 
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
-    counters.count_action(dead, "koophone.apply", "koophone", "succeeded")
+    counters.count_action(dead, "video_settings.apply", "koophone", "succeeded")
     counters.observe_vendor_call(dead, "koophone", 0.1, "2xx")
 
 

@@ -11,7 +11,7 @@ from app.core.queues import ACTIONS_QUEUE, EVENTS_QUEUE
 from tests.conftest import vendor_sections
 from tests.helpers import free_port
 from tests.vendor_harness import UPLOAD, set_faults, upload_body
-from workers import actions, ops
+from workers import actions, live, ops
 from workers.context import settings as worker_settings
 
 RETRY_AFTER = 4
@@ -50,7 +50,7 @@ def test_metastudio_503_retry_after_is_honoured(make_app, sim, redis_client):
     """A 503 means the start request was not taken: retried (not "outcome unknown"), later."""
     make_app(public_base_url=f"http://127.0.0.1:{free_port()}", **vendor_sections(sim.url))
     set_faults(sim.url, {"metastudio": {"start-job": UNAVAILABLE}})
-    action_id = ops.live_start(redis_client, worker_settings(), "room-1", "rtmp://live.example.com/app", "key")
+    action_id = live.queue_start(redis_client, worker_settings(), "room-1", "rtmp://live.example.com/app", "key")
     started = time.time()
     run_one(redis_client)
     assert_retry_waits(redis_client, action_id, started)

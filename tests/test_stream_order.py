@@ -17,7 +17,7 @@ from tests.vendor_harness import (
     sim_calls,
     stream_event,
 )
-from workers import actions, ops, streams
+from workers import actions, ops, streams, timeline
 from workers.converter import CREATED_PREFIX
 
 LOW, NORMAL = (1000, 1500, 2000), (2000, 4000, 8000)
@@ -54,7 +54,7 @@ def test_script_switches_1_2_1_leave_the_timeline_on_1(vendor_app, drive, redis_
         post_signed(client, live_event("SHOOT_SCRIPT_SWITCH", room_id=ROOM, job_id="job-1", scene_script_name="S",
                                    shoot_script_sequence_no=no, shoot_script_title=f"P{no}"), t + n)
     drive(lambda: redis_client.llen(EVENTS_LIST) == 0, what="the switches")
-    assert ops.live_show(redis_client, "job-1")["shoot_script_sequence_no"] == "1"
+    assert timeline.show(redis_client, "job-1")["shoot_script_sequence_no"] == "1"
 
 
 def test_a_switch_signed_earlier_but_delivered_later_does_not_move_the_timeline(vendor_app, drive, redis_client):
@@ -65,7 +65,7 @@ def test_a_switch_signed_earlier_but_delivered_later_does_not_move_the_timeline(
     first = post_signed(client, live_event("SHOOT_SCRIPT_SWITCH", room_id=ROOM, job_id="job-1",
                                        shoot_script_sequence_no="1"), t - 20)
     drive(lambda: redis_client.llen(EVENTS_LIST) == 0, what="the switches")
-    shown = ops.live_show(redis_client, "job-1")
+    shown = timeline.show(redis_client, "job-1")
     assert (shown["shoot_script_sequence_no"], shown["script_event_id"]) == ("2", second)
     assert ops.event_details(redis_client, first)["notes"] == [
         "a switch ordered after this one already moved the script timeline"]

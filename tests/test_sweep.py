@@ -110,7 +110,7 @@ def test_action_whose_job_rq_gave_up_is_marked_failed_not_left_running(vendor_ap
     assert job_id in FailedJobRegistry(ACTIONS_QUEUE, connection=redis_client).get_job_ids()
     record = actions.record(redis_client, action_id)
     assert record["status"] == "failed" and record["last_error"]["code"] == "JobLost"
-    assert [a["id"] for a in actions.failed(redis_client)] == [action_id]
+    assert [a["id"] for a in ops.failed_items(redis_client)] == [action_id]
     assert total(get_metrics(vendor_app.test_client()), "mediahook_sweep_failed_total", what="action") == 1
 
 
@@ -137,7 +137,7 @@ def test_live_jobs_are_not_touched(base_config, sim, redis_client, workers, make
     client = make_app(**sections).test_client()
     event_id = client.post(UPLOAD, data=upload_body(("VLIVE", 360))).json["event_id"]
     later = "koophone-manual-later-0"
-    actions.enqueue(redis_client, later, "workers.video_settings.apply", kind="koophone.apply", event_id=None,
+    actions.enqueue(redis_client, later, actions.VIDEO_SETTINGS_APPLY, event_id=None,
                     policy=None, delay=600, params={"action_id": later, "profile": "low", "instance_ids": ["p"]})
     before = {name: queue(redis_client, name).get_job_ids() for name in (EVENTS_QUEUE, ACTIONS_QUEUE)}
 
@@ -221,7 +221,7 @@ def test_open_index_holds_the_pending_actions_and_the_sweep_drops_finished_ones(
     # Queued again under the same id (a repeat delivery, a replay): RQ says it exists, and the
     # index briefly holds a finished action, which the sweep drops without running it.
     params = {"action_id": action_id, "profile": "low", "instance_ids": ["phone-o"]}
-    assert actions.enqueue(redis_client, action_id, "workers.video_settings.apply", kind="koophone.apply",
+    assert actions.enqueue(redis_client, action_id, actions.VIDEO_SETTINGS_APPLY,
                            event_id=None, policy=settings.koophone.http, params=params) == "exists"
     assert redis_client.zscore(actions.OPEN_INDEX, action_id) is not None
     report = run_sweep(redis_client)

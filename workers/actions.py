@@ -20,8 +20,9 @@ import random
 import re
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -30,19 +31,68 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from app.core import counters, logs
+from app.core.config import Settings
 from app.core.queues import ACTIONS_QUEUE, FAILED_INDEX
 from app.core.redact import redact
 from app.core.vendor_config import HttpPolicy
-from workers import vendor_control
+from workers import context, locks, vendor_control
+from workers.clients import flighthub, koophone, metastudio, muducloud
 from workers.clients.http import VendorError
 
 log = logging.getLogger(__name__)
 
-# The vendor each kind of action calls (a label of mediahook_actions_total).
-KIND_VENDORS = {
-    "transcode.submit": "muducloud", "transcode.poll": "muducloud", "converter.reconcile": "flighthub",
-    "koophone.apply": "koophone", "live.start": "metastudio",
-}
+
+# --- the registry: every kind of action, as data ----------------------------------------------
+
+@dataclass(frozen=True)
+class Action:
+    """One kind of action. ``vendor`` is the vendor it calls (the ``vendor`` label of its metrics,
+    what a pause holds); ``section`` the Settings attribute configuring that vendor (its retry
+    policy for a requeue, its timeouts for the lock wait); ``job`` the dotted path RQ runs (a
+    path, not a function object: the registry is whole in every process, web side included,
+    without importing the job modules)."""
+
+    kind: str
+    vendor: str
+    section: str
+    job: str
+
+    @property
+    def module(self) -> str:
+        return self.job.rsplit(".", 1)[0]
+
+
+TRANSCODE_SUBMIT = Action("transcode.submit", muducloud.VENDOR, muducloud.SECTION, "workers.transcode.submit")
+TRANSCODE_POLL = Action("transcode.poll", muducloud.VENDOR, muducloud.SECTION, "workers.transcode.poll")
+CONVERTER_RECONCILE = Action("converter.reconcile", flighthub.VENDOR, flighthub.SECTION,
+                             "workers.converter.reconcile")
+VIDEO_SETTINGS_RECONCILE = Action("video_settings.reconcile", koophone.VENDOR, koophone.SECTION,
+                                  "workers.video_settings.reconcile")
+VIDEO_SETTINGS_APPLY = Action("video_settings.apply", koophone.VENDOR, koophone.SECTION,
+                              "workers.video_settings.apply")
+LIVE_START = Action("live.start", metastudio.VENDOR, metastudio.SECTION, "workers.live.start")
+
+KINDS: dict[str, Action] = {a.kind: a for a in (
+    TRANSCODE_SUBMIT, TRANSCODE_POLL, CONVERTER_RECONCILE, VIDEO_SETTINGS_RECONCILE, VIDEO_SETTINGS_APPLY, LIVE_START)}
+# Kinds an earlier version wrote into action records (and metrics): read as their new name.
+RENAMED = {"koophone.apply": VIDEO_SETTINGS_RECONCILE.kind}
+
+
+def action_of(kind: str | None) -> Action | None:
+    """The registered action of a kind (an old name too), or None."""
+    return KINDS.get(RENAMED.get(kind or "", kind or ""))
+
+
+def vendor_of(kind: str | None) -> str | None:
+    found = action_of(kind)
+    return found.vendor if found else None
+
+
+def policy(settings: Settings | None, kind: str | None) -> HttpPolicy | None:
+    """The retry policy of the vendor an action calls (for a requeue); None if not configured."""
+    found = action_of(kind)
+    section = getattr(settings, found.section, None) if settings is not None and found else None
+    return section.http if section is not None else None
 
 ACTION_PREFIX = "mh:action:"
 EVENT_ACTIONS_PREFIX = "mh:event-actions:"
@@ -126,11 +176,12 @@ def event_actions(redis: Redis, event_id: str) -> list[dict[str, Any]]:
     return [doc for doc in (record(redis, i) for i in ids) if doc]
 
 
-def enqueue(redis: Redis, action_id: str, func: str | Callable, *, kind: str, event_id: str | None,
-            params: dict[str, Any], policy: HttpPolicy | None, delay: float | None = None,
-            timeout: int = 300) -> str:
-    """Queue an action once. Returns "queued", "exists" (already queued, running or done) or
-    "requeued" (it had failed for good; a replay runs it again)."""
+def enqueue(redis: Redis, action_id: str, action: Action, *, event_id: str | None, params: dict[str, Any],
+            policy: HttpPolicy | None, delay: float | None = None, timeout: int = 300) -> str:
+    """Queue an action once (its job: ``action.job``, called with ``params``). Returns "queued",
+    "exists" (already queued, running or done) or "requeued" (it had failed for good; a replay
+    runs it again)."""
+    kind = action.kind
     key = ACTION_PREFIX + action_id
     pipe = redis.pipeline()
     pipe.hsetnx(key, "created_at", _now())
@@ -148,7 +199,8 @@ def enqueue(redis: Redis, action_id: str, func: str | Callable, *, kind: str, ev
     pipe.execute()
 
     try:
-        _enqueue_job(redis, action_id, func, kind=kind, params=params, policy=policy, delay=delay, timeout=timeout)
+        _enqueue_job(redis, action_id, action.job, kind=kind, params=params, policy=policy, delay=delay,
+                     timeout=timeout)
         return "queued"
     except DuplicateJobError:
         pass
@@ -156,7 +208,7 @@ def enqueue(redis: Redis, action_id: str, func: str | Callable, *, kind: str, ev
     return "requeued" if requeue(redis, action_id, policy, params=params) else "exists"
 
 
-def _enqueue_job(redis: Redis, action_id: str, func: str | Callable, *, kind: str, params: dict[str, Any],
+def _enqueue_job(redis: Redis, action_id: str, func: str, *, kind: str, params: dict[str, Any],
                  policy: HttpPolicy | None, delay: float | None = None, timeout: int = 300) -> None:
     queue = Queue(ACTIONS_QUEUE, connection=redis)
     options = dict(job_id=job_id(action_id), unique=True, retry=retry_schedule(policy) if policy else None,
@@ -263,23 +315,25 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
     pipe.zadd(OPEN_INDEX, {action_id: time.time()})
     pipe.hmget(ACTION_PREFIX + action_id, "kind", "event_id")
     kind, event_id = (v.decode() if v else None for v in pipe.execute()[-1])
+    vendor = vendor_of(kind)
+    label = vendor or "other"  # the metrics' vendor label
     with logs.context(event_id=event_id, action_id=action_id):
         # A paused vendor's action waits before it does anything (workers/vendor_control.py).
-        if vendor_control.hold_if_paused(redis, job, action_id, kind):
-            log.info("action %s held: vendor %s is paused", action_id, vendor_control.vendor_of(kind))
+        if vendor_control.hold_if_paused(redis, job, action_id, vendor):
+            log.info("action %s held: vendor %s is paused", action_id, vendor)
             logs.handled(job.id if job else None)
-            raise vendor_control.Held(f"vendor {vendor_control.vendor_of(kind)} is paused")
+            raise vendor_control.Held(f"vendor {vendor} is paused")
         out: dict[str, Any] = {}
         try:
             yield out
         except Skip as reason:
             _update(redis, action_id, status="skipped", result={"skipped": str(reason)})
-            counters.count_action(redis, kind, KIND_VENDORS.get(kind, "other"), "skipped")
+            counters.count_action(redis, kind, label, "skipped")
             log.info("action %s skipped: %s", action_id, reason)
             return
         except VendorError as exc:
             _fail(redis, job, action_id, exc.to_dict(), transient=exc.transient, retry_after=exc.retry_after,
-                  kind=kind, reason=counters.retry_reason(exc),
+                  kind=kind, vendor=label, reason=counters.retry_reason(exc),
                   outcome=OUTCOME_UNKNOWN if isinstance(exc, OutcomeUnknown) else None)
             # The vendor's answer is the whole story, logged above in one line: RQ's own ERROR
             # line with a traceback for it would be a second, misleading one (app/core/logs.py).
@@ -289,17 +343,47 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
             # A bug or an unexpected reply: retried like a transient error, with the trace kept.
             error = {"vendor": None, "code": exc.__class__.__name__, "message": str(exc)[:500], "transient": True,
                      "trace": traceback.format_exc(limit=5)[-2000:]}
-            _fail(redis, job, action_id, error, transient=True, retry_after=None, kind=kind,
+            _fail(redis, job, action_id, error, transient=True, retry_after=None, kind=kind, vendor=label,
                   reason=counters.retry_reason(exc))
             raise
         _update(redis, action_id, status="succeeded", result=out.get("result", {}))
         redis.zrem(FAILED_INDEX, action_id)
-        counters.count_action(redis, kind, KIND_VENDORS.get(kind, "other"), "succeeded")
+        counters.count_action(redis, kind, label, "succeeded")
         log.info("action %s succeeded", action_id)
 
 
+@dataclass(frozen=True)
+class Run:
+    """What an action's body works with (see ``running``)."""
+
+    redis: Redis
+    settings: Settings
+    cfg: Any  # the vendor's settings section (Transcoder, FlightHub, KooPhone, MetaStudioApi)
+    out: dict[str, Any]  # put a JSON-able result in out["result"]
+
+    def locked(self, name: str) -> AbstractContextManager[None]:
+        """Hold ``mh:lock:<name>`` while the body runs (``workers.locks.locked``), waiting as long
+        as a holder may need for two calls to this vendor, then ``locks.Busy`` (retried as any
+        unexpected error: the next attempt finds the holder done)."""
+        call = self.cfg.http.connect_timeout + self.cfg.http.read_timeout
+        return locks.locked(self.redis, name, wait=2 * call + 10)
+
+
+@contextmanager
+def running(action_id: str, action: Action) -> Iterator[Run]:
+    """The preamble of every action job: the job's Redis, ``tracked``, the settings, and the
+    vendor's section or ``Skip`` (configured out since the action was queued)."""
+    redis = context.redis()
+    with tracked(redis, action_id) as out:
+        settings = context.settings()
+        cfg = getattr(settings, action.section)
+        if cfg is None:
+            raise Skip(f"{action.vendor} is not configured (no {action.section} section)")
+        yield Run(redis, settings, cfg, out)
+
+
 def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transient: bool,
-          retry_after: float | None, kind: str | None = None, reason: str | None = None,
+          retry_after: float | None, kind: str | None, vendor: str, reason: str | None = None,
           outcome: str | None = None) -> None:
     will_retry = bool(transient and job is not None and job.retries_left and job.retries_left > 0)
     if job is not None and not transient:
@@ -316,14 +400,8 @@ def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transie
             **({"outcome": outcome} if outcome else {}))
     if not will_retry:
         redis.zadd(FAILED_INDEX, {action_id: time.time()})
-    counters.count_action(redis, kind, KIND_VENDORS.get(kind, "other"), "retrying" if will_retry else "failed",
+    counters.count_action(redis, kind, vendor, "retrying" if will_retry else "failed",
                          retry_reason=reason if will_retry else None)
     # One line per outcome: a retry is a WARNING, a failure for good an ERROR (it is listed).
     log.log(logging.WARNING if will_retry else logging.ERROR, "action %s %s: %s", action_id,
             "will retry" if will_retry else "FAILED", error.get("message"))
-
-
-def failed(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
-    """Actions that failed for good, newest first."""
-    ids = [m.decode() for m in redis.zrevrange(FAILED_INDEX, 0, limit - 1)]
-    return [doc for doc in (record(redis, i) for i in ids) if doc]

@@ -22,12 +22,10 @@ from redis import Redis
 
 from app.core.config import Settings
 from app.core.vendor_config import ConverterBinding, FlightHub
-from workers import actions, locks, streams
-from workers.actions import Skip, tracked
+from workers import actions, streams
+from workers.actions import CONVERTER_RECONCILE, Skip
 from workers.clients import flighthub
 from workers.clients.http import VendorError
-from workers.context import redis as current_redis
-from workers.context import settings
 from workers.streams import stream_ref
 
 DESIRED = {"CONNECTED": True, "DISCONNECTED": False, "END": False}
@@ -36,8 +34,6 @@ CREATED_PREFIX = "mh:converter-binding:"
 LOCK_NAME = "converter:"  # mh:lock:converter:<binding>
 
 log = logging.getLogger(__name__)
-
-__all__ = ["stream_ref"]  # still importable from here
 
 
 def binding_key(binding: ConverterBinding) -> str:
@@ -75,8 +71,8 @@ def plan(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any]) -> tuple
                          "left as it is")
             continue
         action_id = f"converter-{key}-{event_id}"
-        actions.enqueue(redis, action_id, reconcile, kind="converter.reconcile", event_id=event_id,
-                        policy=s.flighthub.http, params={"action_id": action_id, "binding": key})
+        actions.enqueue(redis, action_id, CONVERTER_RECONCILE, event_id=event_id, policy=s.flighthub.http,
+                        params={"action_id": action_id, "binding": key})
         action_ids.append(action_id)
     return action_ids, notes
 
@@ -110,17 +106,12 @@ def ensure_converter(cfg: FlightHub, redis: Redis, key: str, binding: ConverterB
 
 def reconcile(action_id: str, binding: str) -> None:
     """Make the binding's converter match its stream's target state."""
-    redis = current_redis()
-    with tracked(redis, action_id) as out:
-        cfg = settings().flighthub
-        if cfg is None:
-            raise Skip("[flighthub] is not configured")
-        spec = _binding(cfg, binding)
+    with actions.running(action_id, CONVERTER_RECONCILE) as run:
+        spec = _binding(run.cfg, binding)
         if spec is None:
             raise Skip(f"no [[flighthub.bindings]] entry {binding} any more")
-        call = cfg.http.connect_timeout + cfg.http.read_timeout
-        with locks.locked(redis, LOCK_NAME + binding, wait=2 * call + 10):
-            out["result"] = _converge(cfg, redis, binding, spec)
+        with run.locked(LOCK_NAME + binding):
+            run.out["result"] = _converge(run.cfg, run.redis, binding, spec)
 
 
 def _applied(redis: Redis, converter_id: str, desired: bool) -> bool:

@@ -25,15 +25,12 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from app.core.config import Settings
+from app.sources.metastudio import EVENT_TYPES, HOOK_PATH
 from workers import actions
-from workers.actions import tracked
+from workers.actions import LIVE_START
 from workers.clients import metastudio
 from workers.clients.http import VendorError
-from workers.context import redis as current_redis
-from workers.context import settings
 from workers.timeline import LIVE_PREFIX, LIVE_TTL
-
-LIVE_EVENTS_PATH = "/hooks/metastudio/live-events"
 
 
 def callback_config(s: Settings) -> dict[str, Any]:
@@ -42,8 +39,8 @@ def callback_config(s: Settings) -> dict[str, Any]:
         raise ValueError("public_base_url must be set: MetaStudio needs the URL to call back")
     if s.metastudio_source is None:
         raise ValueError("[sources.metastudio] must be configured: its auth_type/key sign the callbacks")
-    url = s.public_base_url + LIVE_EVENTS_PATH
-    config: dict[str, Any] = {"auth_type": s.metastudio_source.auth_type, "callback_event_type": metastudio.EVENT_TYPES}
+    url = s.public_base_url + HOOK_PATH
+    config: dict[str, Any] = {"auth_type": s.metastudio_source.auth_type, "callback_event_type": list(EVENT_TYPES)}
     if s.metastudio_source.auth_type == "NONE":
         url += f"?token={s.metastudio_source.token}"
     else:
@@ -52,7 +49,6 @@ def callback_config(s: Settings) -> dict[str, Any]:
     return config
 
 
-KIND = "live.start"
 STARTED_JOB = "started_job_id"  # action record field: the job MetaStudio answered with
 REPLACES, REPLACED_BY = "replaces", "replaced_by"
 _ROOM_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -77,7 +73,7 @@ def queue_start(redis: Redis, s: Settings, room_id: str, output_url: str, stream
         params["replaces"] = replaces
         redis.hset(actions.ACTION_PREFIX + action_id, REPLACES, replaces)
     # A single attempt plus the retries that are safe (see the module docstring).
-    actions.enqueue(redis, action_id, start, kind=KIND, event_id=None, policy=s.metastudio_api.http, params=params)
+    actions.enqueue(redis, action_id, LIVE_START, event_id=None, policy=s.metastudio_api.http, params=params)
     return action_id
 
 
@@ -87,14 +83,11 @@ def _unknown(action_id: str, room_id: str, why: str) -> str:
 
 
 def start(action_id: str, room_id: str, output_url: str, stream_key: str, replaces: str | None = None) -> None:
-    redis = current_redis()
     key = actions.ACTION_PREFIX + action_id
-    with tracked(redis, action_id) as out:
-        s = settings()
-        if s.metastudio_api is None:
-            raise actions.Skip("[metastudio] is not configured")
+    with actions.running(action_id, LIVE_START) as run:
+        redis, out = run.redis, run.out
         body = {"output_urls": [output_url], "stream_keys": [stream_key],
-                "live_event_callback_config": callback_config(s)}
+                "live_event_callback_config": callback_config(run.settings)}
         started = redis.hget(key, STARTED_JOB)
         if started:  # an earlier attempt started it, and stopped before it could say so
             out["result"] = {"job_id": started.decode(), "room_id": room_id}
@@ -104,7 +97,7 @@ def start(action_id: str, room_id: str, output_url: str, stream_key: str, replac
                 action_id, room_id, "an earlier attempt sent (or was about to send) this start request and "
                 "stopped before its answer was recorded"))
         try:
-            job_id = metastudio.start_job(s.metastudio_api, room_id, body)
+            job_id = metastudio.start_job(run.cfg, room_id, body)
         except VendorError as exc:
             if exc.maybe_done:
                 raise actions.OutcomeUnknown(exc.vendor, _unknown(action_id, room_id, exc.message), code=exc.code,
@@ -141,7 +134,7 @@ def start_again(redis: Redis, s: Settings, action_id: str, stream_key: str | Non
     doc = actions.record(redis, action_id)
     if doc is None:
         raise LookupError(f"no action {action_id}")
-    if doc.get("kind") != KIND:
+    if doc.get("kind") != LIVE_START.kind:
         raise Refused(f"{action_id} is not a live start ({doc.get('kind')})")
     if doc.get(REPLACED_BY):
         raise Refused(f"{action_id} was already started again as {doc[REPLACED_BY]}")
@@ -174,7 +167,7 @@ def start_again(redis: Redis, s: Settings, action_id: str, stream_key: str | Non
 
 def resolution(doc: dict[str, Any]) -> str | None:
     """What a person does about a failed live start whose outcome is unknown."""
-    if doc.get("kind") != KIND or not actions.is_outcome_unknown(doc):
+    if doc.get("kind") != LIVE_START.kind or not actions.is_outcome_unknown(doc):
         return None
     action_id, room_id = doc.get("id"), (doc.get("params") or {}).get("room_id")
     if doc.get(REPLACED_BY):

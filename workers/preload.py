@@ -2,13 +2,16 @@
 
 import importlib
 
-JOB_MODULES = (
-    "workers.process", "workers.transcode", "workers.converter", "workers.video_settings", "workers.live",
-    "workers.timeline", "workers.streams", "workers.clients.http", "workers.clients.muducloud",
-    "workers.clients.flighthub", "workers.clients.koophone", "workers.clients.metastudio",
-)
+from workers import actions, vendor_control
+
+
+def job_modules() -> list[str]:
+    """The event job's module, every registered action's job module and every vendor client."""
+    names = ["workers.process", *(a.module for a in actions.KINDS.values()),
+             *(c.__name__ for c in vendor_control.CLIENTS)]
+    return list(dict.fromkeys(names))
 
 
 def modules() -> None:
-    for name in JOB_MODULES:
+    for name in job_modules():
         importlib.import_module(name)

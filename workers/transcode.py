@@ -33,11 +33,9 @@ from rq.job import Job
 
 from app.core.vendor_config import RUNG_TEMPLATE_IDS, Transcoder
 from workers import actions, locks
-from workers.actions import Skip, tracked
+from workers.actions import TRANSCODE_POLL, TRANSCODE_SUBMIT, Skip
 from workers.clients import muducloud
 from workers.clients.http import VendorError
-from workers.context import redis as current_redis
-from workers.context import settings
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +161,7 @@ def want(redis: Redis, cfg: Transcoder, video_id: str, rung: str, url: str,
     if status is None or status in BAD_ENDINGS:
         fields["give_up_at"] = repr(time.time() + cfg.poll_deadline_seconds)
     _set(redis, video_id, rung, **fields)
-    actions.enqueue(redis, action_id, submit, kind="transcode.submit", event_id=event_id, policy=cfg.http,
+    actions.enqueue(redis, action_id, TRANSCODE_SUBMIT, event_id=event_id, policy=cfg.http,
                     params=_submit_params(action_id, video_id, rung, url, event_id))
     return action_id, None
 
@@ -226,21 +224,16 @@ def submit(action_id: str, video_id: str, rung: str, origin_url: str | None = No
            event_id: str | None = None) -> None:
     """Bring the rung to a live (or finished) task. ``origin_url`` is only a fallback: what is
     sent is the rung record's ``wanted_url``, the newest callback's, read now."""
-    redis = current_redis()
-    job = get_current_job()
-    with tracked(redis, action_id) as out:
-        cfg = settings().transcoder
-        if cfg is None:
-            raise Skip("[transcoder] is not configured")
+    with actions.running(action_id, TRANSCODE_SUBMIT) as run:
         try:
             # One attempt per rung at a time; a killed holder's lock lapses within the lock's short TTL.
-            with locks.locked(redis, LOCK_NAME + f"{video_id}:{rung}",
-                              wait=2 * (cfg.http.connect_timeout + cfg.http.read_timeout) + 10):
-                out["result"] = _submit(redis, cfg, action_id, video_id, rung, origin_url)
+            with run.locked(LOCK_NAME + f"{video_id}:{rung}"):
+                run.out["result"] = _submit(run.redis, run.cfg, action_id, video_id, rung, origin_url)
         except Skip:
             raise
         except Exception as exc:
-            _after_error(redis, cfg, job, video_id, rung, exc)
+            # Busy (the lock) too: retried like any transient error, until the rung's give_up_at.
+            _after_error(run.redis, run.cfg, get_current_job(), video_id, rung, exc)
             raise
 
 
@@ -406,7 +399,7 @@ def _record_task(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task: 
 def _schedule_poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task_id: str, n: int) -> None:
     delay = min(cfg.poll_initial_seconds * 2 ** max(n - 1, 0), cfg.poll_max_seconds)
     action_id = f"transcode-poll-{task_id}-{n}"
-    actions.enqueue(redis, action_id, poll, kind="transcode.poll", event_id=None, policy=cfg.http, delay=delay,
+    actions.enqueue(redis, action_id, TRANSCODE_POLL, event_id=None, policy=cfg.http, delay=delay,
                     params={"action_id": action_id, "video_id": video_id, "rung": rung, "n": n, "task_id": task_id})
 
 
@@ -414,11 +407,8 @@ def poll(action_id: str, video_id: str, rung: str, n: int, task_id: str | None =
     """Poll the rung's task once. Poll n runs unless a later poll already ran (``poll_n`` > n):
     the next poll is scheduled before ``poll_n`` moves, so a worker killed in between leaves a
     chain that still goes on, and never two."""
-    redis = current_redis()
-    with tracked(redis, action_id) as out:
-        cfg = settings().transcoder
-        if cfg is None:
-            raise Skip("[transcoder] is not configured")
+    with actions.running(action_id, TRANSCODE_POLL) as run:
+        redis, cfg = run.redis, run.cfg
         state = _state(redis, video_id, rung)
         current = state.get("task_id")
         if state.get("state") == "resubmitting" and state.get("action_id") and (not task_id or task_id == current):
@@ -427,7 +417,7 @@ def poll(action_id: str, video_id: str, rung: str, n: int, task_id: str | None =
         if (not current or state.get("state") not in TASK_STATES or (task_id and task_id != current)
                 or int(state.get("poll_n", 0) or 0) > n):
             raise Skip("superseded")
-        out["result"] = _poll(redis, cfg, video_id, rung, state, n)
+        run.out["result"] = _poll(redis, cfg, video_id, rung, state, n)
 
 
 def _poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[str, str], n: int) -> dict:
@@ -502,7 +492,7 @@ def _queue_resubmit(redis: Redis, cfg: Transcoder, video_id: str, rung: str, sta
     action_id = state["action_id"]
     url = state.get("wanted_url") or state.get("origin_url") or ""
     event_id = state.get("event_id") or None
-    actions.enqueue(redis, action_id, submit, kind="transcode.submit", event_id=event_id, policy=cfg.http,
+    actions.enqueue(redis, action_id, TRANSCODE_SUBMIT, event_id=event_id, policy=cfg.http,
                     params=_submit_params(action_id, video_id, rung, url, event_id))
 
 

@@ -35,13 +35,10 @@ from workers.clients import flighthub, koophone, metastudio, muducloud
 
 log = logging.getLogger(__name__)
 
-VENDORS = (muducloud.VENDOR, flighthub.VENDOR, koophone.VENDOR, metastudio.VENDOR)
-# An action kind's family (the part before the dot) -> the vendor it calls.
-KIND_VENDORS = {"transcode": muducloud.VENDOR, "converter": flighthub.VENDOR, "koophone": koophone.VENDOR,
-                "live": metastudio.VENDOR}
-# The Settings attribute of each vendor's section (where its rate limit is set).
-SETTINGS_ATTR = {muducloud.VENDOR: "transcoder", flighthub.VENDOR: "flighthub", koophone.VENDOR: "koophone",
-                 metastudio.VENDOR: "metastudio_api"}
+# Every vendor we call (one client module each): its name, and the Settings section that sets its rate limit.
+CLIENTS = (muducloud, flighthub, koophone, metastudio)
+VENDORS = tuple(client.VENDOR for client in CLIENTS)
+SECTIONS = {client.VENDOR: client.SECTION for client in CLIENTS}
 
 PAUSED_PREFIX = "mh:vendor-paused:"
 HELD_PREFIX = "mh:vendor-held:"
@@ -57,10 +54,6 @@ class Held(Exception):
 
 class UnknownVendor(ValueError):
     pass
-
-
-def vendor_of(kind: str | None) -> str | None:
-    return KIND_VENDORS.get((kind or "").split(".", 1)[0])
 
 
 def check(vendor: str) -> str:
@@ -91,10 +84,9 @@ return ids
 """
 
 
-def hold_if_paused(redis: Redis, job: Job | None, action_id: str, kind: str | None) -> bool:
-    """At an action's start: if its vendor is paused, hold it and return True (the caller raises
-    ``Held``). Outside an RQ job nothing can be held: False."""
-    vendor = vendor_of(kind)
+def hold_if_paused(redis: Redis, job: Job | None, action_id: str, vendor: str | None) -> bool:
+    """At an action's start: if its vendor (None: an action of no known vendor) is paused, hold
+    it and return True (the caller raises ``Held``). Outside an RQ job nothing can be held: False."""
     if job is None:
         return False
     if vendor is None or not redis.eval(_HOLD, 3, PAUSED_PREFIX + vendor, HELD_PREFIX + vendor,
@@ -170,7 +162,7 @@ def _parked_job(redis: Redis, job_id: str, settle: float) -> Job | None:
 
 def rate_limit(settings: Any, vendor: str) -> float:
     """The vendor's configured calls per second (0: none, or the vendor is not configured)."""
-    section = getattr(settings, SETTINGS_ATTR[vendor], None) if settings is not None else None
+    section = getattr(settings, SECTIONS[vendor], None) if settings is not None else None
     return section.http.rate_limit_per_second if section is not None else 0.0
 
 

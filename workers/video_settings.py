@@ -23,11 +23,9 @@ from redis import Redis
 
 from app.core.config import Settings
 from app.core.vendor_config import KooPhone, KooPhoneBinding
-from workers import actions, locks, streams
-from workers.actions import Skip, tracked
+from workers import actions, streams
+from workers.actions import VIDEO_SETTINGS_APPLY, VIDEO_SETTINGS_RECONCILE, Skip
 from workers.clients import koophone
-from workers.context import redis as current_redis
-from workers.context import settings
 
 INSTANCE_PREFIX = "mh:koophone:"
 LOCK_NAME = "koophone:"  # mh:lock:koophone:<binding>
@@ -61,8 +59,7 @@ def plan(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any]) -> tuple
     for n, binding in bindings:
         for b, _ in enumerate(koophone.batches(binding.instance_ids)):
             action_id = f"koophone-{event_id}-{n}-{b}"
-            actions.enqueue(redis, action_id, reconcile, kind="koophone.apply", event_id=event_id,
-                            policy=s.koophone.http,
+            actions.enqueue(redis, action_id, VIDEO_SETTINGS_RECONCILE, event_id=event_id, policy=s.koophone.http,
                             params={"action_id": action_id, "binding": binding_key(binding), "batch": b,
                                     "room_id": room_id, "state": state, "profile": binding.on_state[state]})
             action_ids.append(action_id)
@@ -74,18 +71,13 @@ def reconcile(action_id: str, binding: str, batch: int, room_id: str | None = No
     """Make one batch of a binding's instances carry the profile of its stream's target state.
     ``room_id``, ``state`` and ``profile`` say what the event asked for (shown in the action's
     record); what is applied is the target's profile, read when the reconcile runs."""
-    redis = current_redis()
-    with tracked(redis, action_id) as out:
-        cfg = settings().koophone
-        if cfg is None:
-            raise Skip("[koophone] is not configured")
-        spec = _binding(cfg, binding)
+    with actions.running(action_id, VIDEO_SETTINGS_RECONCILE) as run:
+        spec = _binding(run.cfg, binding)
         batches = koophone.batches(spec.instance_ids) if spec else []
         if spec is None or batch >= len(batches):
             raise Skip(f"no [[koophone.bindings]] entry {binding} (batch {batch}) any more")
-        call = cfg.http.connect_timeout + cfg.http.read_timeout
-        with locks.locked(redis, LOCK_NAME + binding, wait=2 * call + 10):
-            out["result"] = _converge(redis, cfg, spec, batches[batch], action_id)
+        with run.locked(LOCK_NAME + binding):
+            run.out["result"] = _converge(run.redis, run.cfg, spec, batches[batch], action_id)
 
 
 def _converge(redis: Redis, cfg: KooPhone, spec: KooPhoneBinding, instance_ids: list[str], action_id: str) -> dict:
@@ -134,16 +126,12 @@ def apply(action_id: str, profile: str, instance_ids: list[str], room_id: str | 
           state: str | None = None) -> None:
     """Apply a profile on demand (the CLI, the API). ``room_id``/``state`` come only with jobs
     queued by an earlier version for a binding: skipped if the stream has left that state."""
-    redis = current_redis()
-    with tracked(redis, action_id) as out:
-        cfg = settings().koophone
-        if cfg is None:
-            raise Skip("[koophone] is not configured")
-        if profile not in cfg.profiles:
+    with actions.running(action_id, VIDEO_SETTINGS_APPLY) as run:
+        if profile not in run.cfg.profiles:
             raise Skip(f"no profile {profile!r} in [koophone.profiles] any more")
         if room_id and state:
-            latest = streams.latest(redis, room_id)
+            latest = streams.latest(run.redis, room_id)
             if latest and latest["state"] != state:
                 raise Skip(f"stream {room_id} moved on to {latest['state']}")
-        _put(redis, cfg, list(instance_ids), profile, action_id)
-        out["result"] = {"profile": profile, "instances": len(instance_ids)}
+        _put(run.redis, run.cfg, list(instance_ids), profile, action_id)
+        run.out["result"] = {"profile": profile, "instances": len(instance_ids)}

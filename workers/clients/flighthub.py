@@ -12,6 +12,7 @@ from app.core.vendor_config import FlightHub
 from workers.clients.http import Reply, VendorError, request_id, send
 
 VENDOR = "flighthub"
+SECTION = "flighthub"  # the Settings attribute that configures it
 BASE = "/openapi/v0.1/live-stream/converter"
 ALREADY_EXISTS = 213025
 DUPLICATE_PUSH_URL = 213028

@@ -9,6 +9,7 @@ from app.core.vendor_config import KooPhone
 from workers.clients.http import Reply, VendorError, request_id, send
 
 VENDOR = "koophone"
+SECTION = "koophone"  # the Settings attribute that configures it
 NETWORK_TYPES = ("MOBILE_NETWORK", "WIFI", "WIRED")
 ENCODING_TYPES = ("H264", "H265")
 MAX_INSTANCES = 100

@@ -8,7 +8,7 @@ from app.core.vendor_config import MetaStudioApi
 from workers.clients.http import Reply, VendorError, request_id, send
 
 VENDOR = "metastudio"
-EVENT_TYPES = ["SHOOT_SCRIPT_SWITCH", "RTMP_STREAM_STATE_CHANGE", "REPLY_COMMAND_FINISH"]
+SECTION = "metastudio_api"  # the Settings attribute that configures it
 TRANSIENT_CODES = {"MSS.00000004"}
 
 

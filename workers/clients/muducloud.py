@@ -16,6 +16,7 @@ from app.core.vendor_config import Transcoder
 from workers.clients.http import Reply, VendorError, send
 
 VENDOR = "muducloud"
+SECTION = "transcoder"  # the Settings attribute that configures it
 OK = 1000
 STATUS_NAMES = {-1: "default", 0: "waiting", 1: "transcoding", 2: "success", 3: "failed", 4: "deleted"}
 FINAL = {2, 3, 4}
