@@ -1,8 +1,7 @@
 """Where a mediahook request's time goes, in µs per request, measured two ways in one process:
 
   isolated    each piece of the receive path called in a loop (wall and CPU), the Redis write
-              also pipelined (ingest_many) and from 1 and 4 threads at once, with and without
-              group commit (app/web/batching.py), as the threads of a gthread worker call it;
+              also from 1 and 4 threads at once, as the threads of a gthread worker call it;
   in context  the whole request through Flask's test client, once as is and once with one piece
               replaced by a canned result: the difference is what that piece costs inside a
               real request. It is usually larger than the isolated figure (colder caches, more
@@ -41,9 +40,9 @@ from app.core.body import decode_body
 from app.core.config import Settings, build
 from app.core.events import INGEST_SCRIPT, Event, EventStore, dedup_digest, new_event_id
 from app.sources import metastudio
+from app.sources.base import KEPT_HEADERS
 from app.web import receive
-from app.web.batching import IngestBatcher
-from app.web.receive import _kept_headers, json_response, read_body
+from app.web.receive import _kept_headers, environ_keys, json_response, read_body
 from bench import bare_app, floor_app
 from bench.ingest import KEY, LIVE_EVENTS, cpu_seconds, free_port
 
@@ -96,19 +95,10 @@ def evalsha_args(store: EventStore, event: Event) -> list[Any]:
     return store._args(event)
 
 
-def pipelined_per_event(store: EventStore, body: Callable[[], bytes], size: int, n: int) -> tuple[float, float]:
-    """(wall, CPU) µs per event of ``ingest_many`` with ``size`` events per round trip (what
-    group commit does with that many concurrent requests in one gthread worker)."""
-    batches = iter([[make_event(body()) for _ in range(size)] for _ in range(5 * n)])
-    wall, cpu = per_call_us(lambda: store.ingest_many(next(batches)), n)
-    return wall / size, cpu / size
-
-
 def threaded_per_event(ingest: Callable[[Event], Any], body: Callable[[], bytes], threads: int,
                        n: int) -> tuple[float, float]:
     """(wall, CPU) µs per event with ``threads`` threads ingesting ``n`` events each at once, as
-    the threads of one gthread worker do at peak; best of 5. Through IngestBatcher, concurrent
-    events share round trips (group commit); straight to the store, each makes its own."""
+    the threads of one gthread worker do at peak (each its own round trip); best of 5."""
     wall, cpu = [], []
     for _ in range(5):
         work = [[make_event(body()) for _ in range(n)] for _ in range(threads)]
@@ -157,10 +147,11 @@ def isolated(app: Flask, settings: Settings, redis: RedisServer, path: str, quer
                 read_body(request, 1 << 20)
 
     with ctx():
-        assert metastudio.authenticate(request, settings)
-        rows.append(("authenticate (MSS_A: canonical URI + HMAC)",
-                     per_call_us(lambda: metastudio.authenticate(request, settings), n)))
-        rows.append(("_kept_headers", per_call_us(lambda: _kept_headers(request), n)))
+        assert metastudio.refusal(request, settings) is None
+        rows.append(("refusal (MSS_A: canonical URI + HMAC)",
+                     per_call_us(lambda: metastudio.refusal(request, settings), n)))
+        kept = environ_keys(KEPT_HEADERS + metastudio.KEPT_HEADERS)
+        rows.append(("_kept_headers", per_call_us(lambda: _kept_headers(request, kept), n)))
     rows.append(("read_body (request.get_data)",
                  minus(per_call_us(lambda: read_in_fresh_ctx(True), n),
                        per_call_us(lambda: read_in_fresh_ctx(False), n))))
@@ -180,24 +171,11 @@ def isolated(app: Flask, settings: Settings, redis: RedisServer, path: str, quer
     store.redis.script_load(INGEST_SCRIPT)
     calls = iter([evalsha_args(store, make_event(body())) for _ in range(5 * n)])
     rows.append(("Lua ingest script call (EVALSHA; args made ahead)",
-                 per_call_us(lambda: store._send([next(calls)]), n)))
+                 per_call_us(lambda: store._call(next(calls)), n)))
     events = iter([make_event(body()) for _ in range(5 * n)])
     rows.append(("EventStore.ingest (job items + fields + Lua)", per_call_us(lambda: store.ingest(next(events)), n)))
-    batcher = IngestBatcher(store)
-    events = iter([make_event(body()) for _ in range(5 * n)])
-    rows.append(("IngestBatcher.ingest, uncontended (what the view calls)",
-                 per_call_us(lambda: batcher.ingest(next(events)), n)))
-    for size in (4, 8):
-        rows.append((f"EventStore.ingest_many, {size} events per round trip, per event",
-                     pipelined_per_event(store, body, size, max(n // size, 50))))
     for threads in (1, 4):
-        evalsha = store.redis.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-        writes = store.redis.info("stats")["total_writes_processed"]
-        row = threaded_per_event(IngestBatcher(store).ingest, body, threads, max(n // threads, 100))
-        per_trip = ((store.redis.info("commandstats")["cmdstat_evalsha"]["calls"] - evalsha)
-                    / max(store.redis.info("stats")["total_writes_processed"] - writes, 1))
-        rows.append((f"{threads} thread(s) at once through IngestBatcher, per event (~{per_trip:.1f} per trip)", row))
-        rows.append((f"{threads} thread(s) at once straight to EventStore.ingest, per event",
+        rows.append((f"{threads} thread(s) at once to EventStore.ingest, per event",
                      threaded_per_event(store.ingest, body, threads, max(n // threads, 100))))
     pool = store.redis.connection_pool
     rows.append(("  for scale: redis-py pool get + release",
@@ -215,7 +193,7 @@ class _CannedSchema:
 
 def _no_lua(store: EventStore) -> None:
     # _args puts the event id at index 9 (sha, numkeys, 7 keys); answer as a new event would.
-    store._send = lambda args: [[1, a[9]] for a in args]  # type: ignore[method-assign]
+    store._call = lambda args: [1, args[9]]  # type: ignore[method-assign]
 
 
 def _canned_job_items(store: EventStore) -> None:
@@ -232,8 +210,8 @@ STUBS: dict[str, tuple[Callable[[], list[Any]], Callable[[EventStore], None]]] =
     "Lua ingest call (EVALSHA round trip)": (list, _no_lua),
     "EventStore._job_items": (list, _canned_job_items),
     "Marshmallow load": (lambda: [mock.patch.dict(metastudio.EVENT_SCHEMAS, {RTMP: _CannedSchema()})], _unchanged),
-    "authenticate": (lambda: [mock.patch.object(metastudio, "authenticate", lambda req, s: True)], _unchanged),
-    "_kept_headers": (lambda: [mock.patch.object(receive, "_kept_headers", lambda req: {})], _unchanged),
+    "refusal": (lambda: [mock.patch.object(metastudio, "refusal", lambda req, settings: None)], _unchanged),
+    "_kept_headers": (lambda: [mock.patch.object(receive, "_kept_headers", lambda req, kept: {})], _unchanged),
 }
 
 

@@ -1,4 +1,4 @@
-"""Issue 3 end to end: callbacks in, the right vendor calls out (seen in the simulators' own
+"""End to end: callbacks in, the right vendor calls out (seen in the simulators' own
 records), each once in effect."""
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def test_mediahook_dev_end_to_end(tmp_path):
         results = [line.strip() for line in demo.stdout.splitlines() if line.startswith(" " * 12 + "{")]
         assert results and all(json.loads(r) for r in results)  # whole JSON, never cut
 
-        # Issue 4's "done when": /metrics, /api/events and /openapi.json served by `mediahook dev`.
+        # What an operator reaches first: /metrics, /api/events and /openapi.json served by `mediahook dev`.
         base = f"http://127.0.0.1:{port}"
         metrics = requests.get(base + "/metrics", timeout=5)
         assert metrics.status_code == 200 and "mediahook_callbacks_total" in metrics.text

@@ -10,6 +10,7 @@ import pytest
 import requests
 from flask import Flask, jsonify, request
 
+from app.core.events import read_event
 from app.web.proxies import PEER_KEY, TrustedProxies, parse_address
 from tests.helpers import live_event, signed_path
 
@@ -108,7 +109,7 @@ def test_without_trusted_proxies_nothing_forwarded_is_believed(make_app):
     client = app.test_client()
     store = app.extensions["mediahook"].store
     r = _post(client, "127.0.0.1", X_Forwarded_For="203.0.113.7")
-    record = store.get(r.json["event_id"])
+    record = read_event(store.redis, r.json["event_id"])
     assert record["remote_addr"] == "127.0.0.1"
     assert record["headers"]["X-Forwarded-For"] == "203.0.113.7"  # kept as the claim it is
     # Signed for the forwarded host: refused, the connection's Host is what counts.
@@ -122,11 +123,11 @@ def test_behind_a_trusted_proxy(make_app):
     r = _post(client, "10.1.2.3", PUBLIC_HOST, X_Forwarded_For="6.6.6.6, 203.0.113.7",
               X_Forwarded_Host=PUBLIC_HOST, X_Forwarded_Proto="https")
     assert r.status_code == 200, r.json
-    assert store.get(r.json["event_id"])["remote_addr"] == "203.0.113.7"
+    assert read_event(store.redis, r.json["event_id"])["remote_addr"] == "203.0.113.7"
     # The same headers from anyone else: not believed, so the forwarded host's signature fails.
     assert _post(client, "192.0.2.1", PUBLIC_HOST, X_Forwarded_Host=PUBLIC_HOST).status_code == 401
     r = _post(client, "192.0.2.1", X_Forwarded_For="203.0.113.7")
-    assert store.get(r.json["event_id"])["remote_addr"] == "192.0.2.1"
+    assert read_event(store.redis, r.json["event_id"])["remote_addr"] == "192.0.2.1"
 
 
 def test_public_base_url_still_wins_over_any_host(make_app):

@@ -17,6 +17,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from app.cli.embedded_redis import RedisServer
+from app.core.events import read_event
 from app.core.queues import EVENTS_QUEUE
 from app.sources.metastudio import signature_headers
 from app.web import spool
@@ -45,7 +46,7 @@ def jobs(redis_client) -> int:
 
 
 def record(app, event_id: str) -> dict:
-    return app.extensions["mediahook"].store.get(event_id)
+    return read_event(app.extensions["mediahook"].store.redis, event_id)
 
 
 @pytest.fixture
@@ -218,9 +219,9 @@ def test_a_redelivery_never_overtakes_its_spooled_original(make_app, down_redis)
 
     redis = down_redis.client()
     assert Queue(EVENTS_QUEUE, connection=redis).job_ids == [f"event-{first.id}"]
-    alias = runtime.store.get(second.id)  # the id the retry was answered with still says where it went
+    alias = read_event(runtime.store.redis, second.id)  # the id the retry was answered with still says where it went
     assert (alias["status"], alias["duplicate_of"], alias.get("job_id")) == ("duplicate", first.id, None)
-    stored = runtime.store.get(first.id)
+    stored = read_event(runtime.store.redis, first.id)
     assert float(stored["received_at"]) == first.received_at
     assert stored["sent_at"] == repr(first.sent_at) and first.sent_at is not None
 
@@ -229,7 +230,7 @@ def test_a_redelivery_never_overtakes_its_spooled_original(make_app, down_redis)
     SimpleWorker([Queue(EVENTS_QUEUE, connection=redis)], connection=redis).work(burst=True, with_scheduler=False)
     replayed = Job.fetch(f"event-{second.id}-replay-1", connection=redis)
     assert replayed.return_value() == "duplicate"
-    assert runtime.store.get(second.id)["status"] == "duplicate"
+    assert read_event(runtime.store.redis, second.id)["status"] == "duplicate"
 
 
 def test_a_redelivery_recorded_before_the_spool_drains_takes_the_first_time(make_app, down_redis, tmp_path):
@@ -244,13 +245,13 @@ def test_a_redelivery_recorded_before_the_spool_drains_takes_the_first_time(make
     assert "duplicate" not in retry and retry["event_id"] != original.id
     runtime = app.extensions["mediahook"]
     spool_dir = runtime.settings.spool_dir
-    assert float(runtime.store.get(retry["event_id"])["received_at"]) > original.received_at
+    assert float(read_event(runtime.store.redis, retry["event_id"])["received_at"]) > original.received_at
 
     (spooled,) = spool.pending(spool_dir)
     kept = str(tmp_path / "kept")
     shutil.copy(spooled, kept)
     assert spool.drain_once(spool_dir, runtime.store) == 1
-    stored = runtime.store.get(retry["event_id"])
+    stored = read_event(runtime.store.redis, retry["event_id"])
     assert float(stored["received_at"]) == original.received_at
     redis = down_redis.client()
     assert redis.zscore("mh:events", retry["event_id"]) == original.received_at
@@ -259,8 +260,8 @@ def test_a_redelivery_recorded_before_the_spool_drains_takes_the_first_time(make
     shutil.copy(kept, spooled)  # the same file drained again (a crash before its unlink): still once
     assert spool.drain_once(spool_dir, runtime.store) == 1
     assert Queue(EVENTS_QUEUE, connection=redis).count == 1
-    assert runtime.store.get(original.id)["duplicate_of"] == retry["event_id"]
-    assert float(runtime.store.get(retry["event_id"])["received_at"]) == original.received_at
+    assert read_event(runtime.store.redis, original.id)["duplicate_of"] == retry["event_id"]
+    assert float(read_event(runtime.store.redis, retry["event_id"])["received_at"]) == original.received_at
     assert redis.zcard("mh:events") == 1
 
 
@@ -277,7 +278,7 @@ def test_the_drainer_records_the_first_of_two_spooled_deliveries(make_app, down_
     wait_until(lambda: spool.depth(spool_dir) == 0, what="the spool to drain")
     redis = down_redis.client()
     assert Queue(EVENTS_QUEUE, connection=redis).job_ids == [f"event-{first.id}"]
-    stored = app.extensions["mediahook"].store.get(first.id)
+    stored = read_event(app.extensions["mediahook"].store.redis, first.id)
     assert float(stored["received_at"]) == first.received_at and float(stored["sent_at"]) == first.sent_at
     assert redis.zcard("mh:events") == 1
 
@@ -294,7 +295,7 @@ def test_an_old_spool_file_without_the_new_fields_still_drains(app, redis_client
     with open(os.path.join(spool_dir, doc["id"] + spool.SUFFIX), "w") as fh:
         json.dump(doc, fh)
     assert spool.drain_once(spool_dir, runtime.store) == 1
-    stored = runtime.store.get(doc["id"])
+    stored = read_event(runtime.store.redis, doc["id"])
     assert stored["status"] == "queued" and "sent_at" not in stored
     assert jobs(redis_client) == 1
 
@@ -303,7 +304,7 @@ def test_an_undeduplicated_event_drained_twice_is_recorded_once(none_app, redis_
     """NONE-auth states skip delivery dedup; the event id still makes a second drain a no-op."""
     runtime = none_app.extensions["mediahook"]
     r = none_app.test_client().post(f"{LIVE_EVENTS}?token={MS_TOKEN}", data=state("CONNECTED"))
-    stored = runtime.store.get(r.json["event_id"])
+    stored = read_event(runtime.store.redis, r.json["event_id"])
     assert stored["dedup"] == ""
     again = spool.Event(id=stored["id"], source=stored["source"], endpoint=stored["endpoint"], type=stored["type"],
                         status="queued", received_at=float(stored["received_at"]), body=stored["body"],

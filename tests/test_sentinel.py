@@ -22,6 +22,7 @@ from rq import Queue, SimpleWorker, Worker
 
 from app.cli.embedded_redis import RedisServer, server_binary
 from app.core.config import ConfigError, build
+from app.core.events import read_event
 from app.core.queues import EVENTS_QUEUE, QUEUES
 from app.core.redis import SentinelURL, connect, parse_sentinel_url
 from app.web import spool
@@ -289,7 +290,7 @@ def test_the_worker_follows_a_failover(make_app, base_config, sentinel_set, tmp_
 
             def processed() -> bool:
                 try:
-                    return all((store.get(i) or {}).get("status") == "processed" for i in ids)
+                    return all((read_event(store.redis, i) or {}).get("status") == "processed" for i in ids)
                 except RedisError:  # right after the switch, a Sentinel may not vouch for the new master yet
                     return False
 

@@ -1,3 +1,4 @@
+from app.core.events import read_event
 from tests.helpers import live_event, signed_path
 
 
@@ -7,4 +8,4 @@ def test_signed_event_is_recorded_and_processed(client, redis_client, run_jobs, 
     r = client.post(signed_path(), data=body)
     assert r.status_code == 200, r.json
     assert run_jobs() == 1
-    assert app.extensions["mediahook"].store.get(r.json["event_id"])["status"] == "processed"
+    assert read_event(app.extensions["mediahook"].store.redis, r.json["event_id"])["status"] == "processed"

@@ -12,6 +12,7 @@ import requests
 from rq import Queue
 
 from app.cli.embedded_redis import RedisServer
+from app.core.events import read_event
 from app.core.queues import EVENTS_QUEUE
 from app.web import spool
 from tests.helpers import free_port, live_event, signed_path, wait_until
@@ -46,7 +47,7 @@ def test_redis_down_spools_and_drains_when_back(make_app, down_redis, tmp_path):
     redis = down_redis.client()
     assert Queue(EVENTS_QUEUE, connection=redis).job_ids == [f"event-{i}" for i in ids]
     store = app.extensions["mediahook"].store
-    assert [store.get(i)["status"] for i in ids] == ["queued"] * 3
+    assert [read_event(store.redis, i)["status"] for i in ids] == ["queued"] * 3
 
 
 def test_dedup_still_applies_to_spooled_events(make_app, down_redis):
@@ -64,7 +65,7 @@ def test_dedup_still_applies_to_spooled_events(make_app, down_redis):
     assert Queue(EVENTS_QUEUE, connection=down_redis.client()).job_ids == [f"event-{ids[0]}"]
     # Each answer named its own id: the duplicates stay findable under it, and say of what.
     store = app.extensions["mediahook"].store
-    assert [(store.get(i)["status"], store.get(i).get("duplicate_of")) for i in ids] == [
+    assert [(read_event(store.redis, i)["status"], read_event(store.redis, i).get("duplicate_of")) for i in ids] == [
         ("queued", None), ("duplicate", ids[0]), ("duplicate", ids[0])]
 
 
@@ -74,7 +75,7 @@ def test_a_spool_file_drained_twice_is_recorded_once(make_app, redis_client, tmp
     app = make_app()
     runtime = app.extensions["mediahook"]
     r = app.test_client().post(signed_path(), data=_event(1))
-    record = runtime.store.get(r.json["event_id"])
+    record = read_event(runtime.store.redis, r.json["event_id"])
     from app.core.events import Event
 
     again = Event(id=record["id"], source=record["source"], endpoint=record["endpoint"], type=record["type"],

@@ -11,6 +11,7 @@ import requests
 from rq import Queue
 from rq.job import Job
 
+from app.core.events import read_event
 from app.core.queues import EVENTS_QUEUE
 from tests.helpers import LIVE_EVENTS, fixture_bytes, live_event, signed_path
 
@@ -24,7 +25,7 @@ def test_record_holds_raw_body_headers_source_type_and_time(client, app):
     body = fixture_bytes("metastudio", "rtmp_stream_state_change.json")
     r = client.post(signed_path(), data=body, headers={"Content-Type": "application/json", "X-Request-Id": "abc"})
     assert r.status_code == 200
-    record = app.extensions["mediahook"].store.get(r.json["event_id"])
+    record = read_event(app.extensions["mediahook"].store.redis, r.json["event_id"])
     assert record["body"] == body
     assert record["source"] == "metastudio" and record["endpoint"] == "live-events"
     assert record["type"] == "RTMP_STREAM_STATE_CHANGE"
@@ -113,7 +114,7 @@ def test_dedup_window_passes(make_app, redis_client):
 def test_ignored_event_type_is_recorded_without_a_job(client, app, redis_client):
     r = client.post(signed_path(), data=fixture_bytes("metastudio", "unknown_event_type.json"))
     assert r.status_code == 200 and r.json["ignored"] is True
-    assert app.extensions["mediahook"].store.get(r.json["event_id"])["status"] == "ignored"
+    assert read_event(app.extensions["mediahook"].store.redis, r.json["event_id"])["status"] == "ignored"
     assert Queue(EVENTS_QUEUE, connection=redis_client).count == 0
 
 
@@ -170,44 +171,23 @@ def test_job_hash_template_matches_what_rq_writes(app):
     assert ours == theirs
 
 
-def test_concurrent_requests_share_one_round_trip(app, redis_client):
-    """Group commit: events that arrive while a write is in flight go out together, each
-    still recorded and answered on its own."""
-    from app.core.events import Event, dedup_digest, new_event_id
-    from app.web.batching import IngestBatcher
-    from tests.helpers import wait_until
+def test_ingest_loads_the_script_again_after_redis_forgot_it(client, redis_client, tmp_path):
+    """A Redis restart (or SCRIPT FLUSH) empties the script cache: the next callback is still
+    recorded and queued in Redis, not refused and not spooled."""
+    assert client.post(signed_path(), data=_state_event(n=1)).status_code == 200
+    redis_client.script_flush()
+    r = client.post(signed_path(), data=_state_event(n=2))
+    assert r.status_code == 200
+    assert read_event(redis_client, r.json["event_id"])["status"] == "queued"
+    assert Queue(EVENTS_QUEUE, connection=redis_client).count == 2
 
-    store = app.extensions["mediahook"].store
-    batcher = IngestBatcher(store)
-    sizes: list[int] = []
-    gate = threading.Event()
-    real = store.ingest_many
 
-    def slow_first(events):
-        sizes.append(len(events))
-        if len(sizes) == 1:
-            gate.wait(10)  # hold the first round trip until the others have queued behind it
-        return real(events)
-
-    store.ingest_many = slow_first
-
-    def event(n: int) -> Event:
-        body = _state_event(n=n)
-        return Event(id=new_event_id(1.0 + n), source="metastudio", endpoint="live-events",
-                     type="RTMP_STREAM_STATE_CHANGE", status="queued", received_at=1.0 + n, body=body, headers={},
-                     refs={}, remote_addr="", dedup=dedup_digest("metastudio", "live-events", body))
-
-    results: dict[int, tuple] = {}
-    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, batcher.ingest(event(n))))
-               for n in range(8)]
-    threads[0].start()
-    wait_until(lambda: sizes == [1], what="the first write to be in flight")
-    for t in threads[1:]:
-        t.start()
-    wait_until(lambda: len(batcher._pending) == 7, what="seven writes queued behind it")
-    gate.set()
-    for t in threads:
-        t.join(10)
-    assert sizes == [1, 7]
-    assert all(created for created, _ in results.values()) and len(results) == 8
-    assert Queue(EVENTS_QUEUE, connection=redis_client).count == 8
+def test_read_event_decodes_text_parses_json_and_keeps_the_body_bytes(client, redis_client):
+    body = _state_event()
+    r = client.post(signed_path(), data=body)
+    record = read_event(redis_client, r.json["event_id"])
+    assert record["body"] == body and isinstance(record["id"], str)
+    assert isinstance(record["headers"], dict) and record["refs"]["room_id"] == "room-0"
+    redis_client.hset(f"mh:event:{r.json['event_id']}", mapping={"notes": json.dumps(["a note"])})
+    assert read_event(redis_client, r.json["event_id"])["notes"] == ["a note"]
+    assert read_event(redis_client, "0" * 23) is None

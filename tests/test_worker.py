@@ -2,6 +2,7 @@
 
 from rq import Queue
 
+from app.core.events import read_event
 from app.core.queues import EVENTS_QUEUE
 from tests.helpers import fixture_bytes, signed_path
 
@@ -9,9 +10,9 @@ from tests.helpers import fixture_bytes, signed_path
 def test_job_marks_the_event_processed(client, app, run_jobs):
     r = client.post(signed_path(), data=fixture_bytes("metastudio", "shoot_script_switch.json"))
     store = app.extensions["mediahook"].store
-    assert store.get(r.json["event_id"])["status"] == "queued"
+    assert read_event(store.redis, r.json["event_id"])["status"] == "queued"
     assert run_jobs() == 1
-    record = store.get(r.json["event_id"])
+    record = read_event(store.redis, r.json["event_id"])
     assert record["status"] == "processed"
     assert float(record["processed_at"]) >= float(record["received_at"])
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the worker-side tests (issue 3): what the simulators saw, their faults,
+"""Shared pieces of the worker-side tests: what the simulators saw, their faults,
 callback bodies, config files for worker processes, and real `mediahook worker` processes.
 
 Not a test module and not a conftest: the test files import what they use.

@@ -14,7 +14,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 
 from app.core.config import Settings
-from app.core.events import EVENT_PREFIX, EVENTS_INDEX, job_id_for
+from app.core.events import EVENT_PREFIX, EVENTS_INDEX, job_id_for, read_event
 from app.core.queues import EVENTS_QUEUE, PROCESS_EVENT, QUEUES
 from app.core.redact import redact, redact_body
 from workers import actions, converter, live, streams, timeline, transcode
@@ -32,16 +32,10 @@ def _job_status(redis: Redis, job_id: str) -> str:
 def event_details(redis: Redis, event_id: str) -> dict[str, Any] | None:
     """An event as people should see it: the record (body decoded, secrets masked), its job,
     its actions with their states and errors, and for uploads the transcodes per rung."""
-    raw = redis.hgetall(EVENT_PREFIX + event_id)
-    if not raw:
+    doc = read_event(redis, event_id)
+    if doc is None:
         return None
-    doc: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
-    body = doc.pop("body", b"")
-    doc = {k: v.decode("utf-8", "replace") for k, v in doc.items()}
-    for key in ("headers", "refs", "actions", "notes"):
-        if doc.get(key):
-            doc[key] = json.loads(doc[key])
-    doc["body"] = redact_body(body)
+    doc["body"] = redact_body(doc.get("body", b""))
     if doc.get("job_id"):
         doc["job_status"] = _job_status(redis, doc["job_id"])
     doc["action_states"] = [redact(a) for a in actions.event_actions(redis, event_id)]
@@ -49,6 +43,15 @@ def event_details(redis: Redis, event_id: str) -> dict[str, Any] | None:
     if video_ids and doc.get("type") == "VOD_UPLOAD":
         doc["transcodes"] = {v: transcode.video_transcodes(redis, v) for v in video_ids}
     return doc
+
+
+def _policy(s: Settings | None, kind: str):
+    """The retry policy of the vendor an action calls, for a requeue."""
+    if s is None:
+        return None
+    section = {"transcode": s.transcoder, "converter": s.flighthub, "koophone": s.koophone,
+               "live": s.metastudio_api}.get(kind.split(".", 1)[0])
+    return section.http if section else None
 
 
 def replay(redis: Redis, event_id: str, s: Settings | None = None, skipped: list[dict[str, str]] | None = None) -> str:
@@ -66,8 +69,12 @@ def replay(redis: Redis, event_id: str, s: Settings | None = None, skipped: list
             if skipped is not None:
                 skipped.append({"id": action["id"], "reason": _UNKNOWN_SKIPPED})
         elif action.get("status") == "failed":
-            actions.requeue(redis, action["id"], actions.policy(s, action.get("kind")))
+            actions.requeue(redis, action["id"], _policy(s, action.get("kind", "")))
     return job_id
+
+
+def failed(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
+    return [redact(a) for a in actions.failed(redis, limit)]
 
 
 def koophone_apply(redis: Redis, s: Settings, profile: str, instance_ids: list[str]) -> list[str]:
@@ -83,10 +90,24 @@ def koophone_apply(redis: Redis, s: Settings, profile: str, instance_ids: list[s
     ids = []
     for b, batch in enumerate(koophone.batches(instance_ids)):
         action_id = f"koophone-manual-{run}-{b}"
-        actions.enqueue(redis, action_id, actions.VIDEO_SETTINGS_APPLY, event_id=None, policy=s.koophone.http,
-                        params={"action_id": action_id, "profile": profile, "instance_ids": batch})
+        actions.enqueue(redis, action_id, "workers.video_settings.apply", kind="koophone.apply", event_id=None,
+                        policy=s.koophone.http, params={"action_id": action_id, "profile": profile,
+                                                        "instance_ids": batch})
         ids.append(action_id)
     return ids
+
+
+def live_start(redis: Redis, s: Settings, room_id: str, output_url: str, stream_key: str) -> str:
+    return live.queue_start(redis, s, room_id, output_url, stream_key)
+
+
+def live_start_again(redis: Redis, s: Settings, action_id: str, stream_key: str | None = None) -> dict[str, Any]:
+    """One NEW start request in place of a failed live start (see ``live.start_again``)."""
+    return live.start_again(redis, s, action_id, stream_key)
+
+
+def live_show(redis: Redis, job_id: str) -> dict[str, Any] | None:
+    return timeline.show(redis, job_id)
 
 
 def action(redis: Redis, action_id: str) -> dict[str, Any] | None:
@@ -299,7 +320,7 @@ def requeue_failed(redis: Redis, s: Settings | None, items: list[dict[str, Any]]
                 skipped.append({"id": item["id"], "reason": "no longer in the failed registry"})
         elif actions.is_outcome_unknown(item):
             skipped.append({"id": item["id"], "reason": _UNKNOWN_SKIPPED})
-        elif actions.requeue(redis, item["id"], actions.policy(s, item["kind"])):
+        elif actions.requeue(redis, item["id"], _policy(s, item["kind"] or "")):
             requeued.append(item["id"])
         else:
             skipped.append({"id": item["id"], "reason": "its job is gone (past its failure_ttl) or no longer "

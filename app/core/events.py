@@ -114,6 +114,24 @@ def job_id_for(event_id: str) -> str:
     return f"event-{event_id}"
 
 
+# Record fields stored as JSON text (``actions`` and ``notes`` are added by the event job).
+JSON_FIELDS = ("headers", "refs", "actions", "notes")
+
+
+def read_event(redis: Redis, event_id: str) -> dict[str, Any] | None:
+    """An event's record as stored (no secrets masked: that is for whoever shows it): text
+    fields decoded, the JSON ones parsed, ``body`` the raw bytes. None when there is none."""
+    raw = redis.hgetall(EVENT_PREFIX + event_id)
+    if not raw:
+        return None
+    record: dict[str, Any] = {k.decode(): v if k == b"body" else v.decode("utf-8", "replace")
+                              for k, v in raw.items()}
+    for key in JSON_FIELDS:
+        if record.get(key):
+            record[key] = json.loads(record[key])
+    return record
+
+
 @dataclass
 class Event:
     """One callback as received; what the record and the spool file hold."""
@@ -207,69 +225,32 @@ class EventStore:
                 "" if event.sent_at is None else repr(event.sent_at), "1" if keep_duplicate else "",
                 len(event_items), *event_items, *job_items]
 
-    def ingest_many(self, events: list[Event], keep_duplicate: bool = False) -> list[tuple[bool, str] | Exception]:
-        """Ingest several events in one round trip (a non-transactional pipeline of script
-        calls, each atomic on its own). Per event: (created, event_id) or the error it met.
-        ``keep_duplicate``: for events already acknowledged with their own id (from the
-        spool), a duplicate is kept as a record with status ``duplicate`` and ``duplicate_of``
-        (no job), so that id can still be looked up.
-        Raises redis.RedisError when the round trip itself fails (at once while the breaker
-        is open)."""
-        self.breaker.check()
-        args = [self._args(e, keep_duplicate) for e in events]
-        try:
-            results = self._send(args)
-            if any(isinstance(r, NoScriptError) for r in results):
-                # Redis restarted (or flushed its script cache): load the script, send those again.
-                self.ingest_redis.script_load(INGEST_SCRIPT)
-                redo = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-                for i, result in zip(redo, self._send([args[i] for i in redo]), strict=True):
-                    results[i] = result
-        except TRIPPING_ERRORS as exc:
-            self.breaker.trip(exc)
-            raise
-        out: list[tuple[bool, str] | Exception] = []
-        for result in results:
-            if isinstance(result, Exception):
-                out.append(result)
-            else:
-                created, event_id = result
-                out.append((bool(created), event_id.decode() if isinstance(event_id, bytes) else event_id))
-        return out
-
-    def _send(self, args: list[list[Any]]) -> list[Any]:
-        if len(args) == 1:
-            try:
-                return [self.ingest_redis.execute_command("EVALSHA", *args[0])]
-            except NoScriptError as exc:
-                return [exc]
-        pipe = self.ingest_redis.pipeline(transaction=False)
-        for a in args:
-            pipe.execute_command("EVALSHA", *a)
-        return pipe.execute(raise_on_error=False)
-
     def ingest(self, event: Event, keep_duplicate: bool = False) -> tuple[bool, str]:
         """Record the event and queue its job, unless it is a duplicate delivery.
 
         Returns (created, event_id); for a duplicate, the id of the first delivery.
-        Raises redis.RedisError when Redis cannot be reached: the caller spools.
+        ``keep_duplicate``: for an event already acknowledged with its own id (from the spool),
+        a duplicate is kept as a record with status ``duplicate`` and ``duplicate_of`` (no job),
+        so that id can still be looked up.
+        Raises redis.RedisError when Redis cannot be reached (at once while the breaker is
+        open): the caller spools.
         """
-        result = self.ingest_many([event], keep_duplicate)[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
+        self.breaker.check()
+        args = self._args(event, keep_duplicate)
+        try:
+            try:
+                created, event_id = self._call(args)
+            except NoScriptError:
+                # Redis restarted (or flushed its script cache): load the script, send it again.
+                self.ingest_redis.script_load(INGEST_SCRIPT)
+                created, event_id = self._call(args)
+        except TRIPPING_ERRORS as exc:
+            self.breaker.trip(exc)
+            raise
+        return bool(created), event_id.decode() if isinstance(event_id, bytes) else event_id
 
-    def get(self, event_id: str) -> dict[str, Any] | None:
-        raw = self.redis.hgetall(EVENT_PREFIX + event_id)
-        if not raw:
-            return None
-        record: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
-        for key, value in record.items():
-            if key != "body":
-                record[key] = value.decode("utf-8", "replace")
-        for key in ("headers", "refs"):
-            record[key] = json.loads(record.get(key) or "{}")
-        return record
+    def _call(self, args: list[Any]) -> list[Any]:
+        return self.ingest_redis.execute_command("EVALSHA", *args)
 
     def ping(self) -> bool:
         """Whether Redis answers, within the ingest client's short timeout: an answer closes

@@ -32,7 +32,6 @@ FLUSH_SECONDS = 2.0
 IDLE_FLUSHES = 30  # empty flushes before the thread stops (a new callback starts it again)
 MAX_PENDING_REJECTED = 1000  # kept in memory while Redis is down; older ones are dropped
 REFUSED = frozenset((400, 401, 405, 413, 415))
-OUTCOMES = ("accepted", "duplicate", "ignored", "spooled", "rejected", "unavailable", "error")
 
 
 def outcome(status: int, noted: tuple[str, str, str] | None) -> str:
