@@ -45,15 +45,6 @@ def event_details(redis: Redis, event_id: str) -> dict[str, Any] | None:
     return doc
 
 
-def _policy(s: Settings | None, kind: str):
-    """The retry policy of the vendor an action calls, for a requeue."""
-    if s is None:
-        return None
-    section = {"transcode": s.transcoder, "converter": s.flighthub, "koophone": s.koophone,
-               "live": s.metastudio_api}.get(kind.split(".", 1)[0])
-    return section.http if section else None
-
-
 def replay(redis: Redis, event_id: str, s: Settings | None = None, skipped: list[dict[str, str]] | None = None) -> str:
     """Run the event's processing again. Safe: its actions are keyed for idempotency, and an
     action that failed for good is requeued, unless its outcome is unknown (those are added to
@@ -69,12 +60,8 @@ def replay(redis: Redis, event_id: str, s: Settings | None = None, skipped: list
             if skipped is not None:
                 skipped.append({"id": action["id"], "reason": _UNKNOWN_SKIPPED})
         elif action.get("status") == "failed":
-            actions.requeue(redis, action["id"], _policy(s, action.get("kind", "")))
+            actions.requeue(redis, action["id"], actions.policy(s, action.get("kind")))
     return job_id
-
-
-def failed(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
-    return [redact(a) for a in actions.failed(redis, limit)]
 
 
 def koophone_apply(redis: Redis, s: Settings, profile: str, instance_ids: list[str]) -> list[str]:
@@ -90,24 +77,10 @@ def koophone_apply(redis: Redis, s: Settings, profile: str, instance_ids: list[s
     ids = []
     for b, batch in enumerate(koophone.batches(instance_ids)):
         action_id = f"koophone-manual-{run}-{b}"
-        actions.enqueue(redis, action_id, "workers.video_settings.apply", kind="koophone.apply", event_id=None,
-                        policy=s.koophone.http, params={"action_id": action_id, "profile": profile,
-                                                        "instance_ids": batch})
+        actions.enqueue(redis, action_id, actions.VIDEO_SETTINGS_APPLY, event_id=None, policy=s.koophone.http,
+                        params={"action_id": action_id, "profile": profile, "instance_ids": batch})
         ids.append(action_id)
     return ids
-
-
-def live_start(redis: Redis, s: Settings, room_id: str, output_url: str, stream_key: str) -> str:
-    return live.queue_start(redis, s, room_id, output_url, stream_key)
-
-
-def live_start_again(redis: Redis, s: Settings, action_id: str, stream_key: str | None = None) -> dict[str, Any]:
-    """One NEW start request in place of a failed live start (see ``live.start_again``)."""
-    return live.start_again(redis, s, action_id, stream_key)
-
-
-def live_show(redis: Redis, job_id: str) -> dict[str, Any] | None:
-    return timeline.show(redis, job_id)
 
 
 def action(redis: Redis, action_id: str) -> dict[str, Any] | None:
@@ -320,7 +293,7 @@ def requeue_failed(redis: Redis, s: Settings | None, items: list[dict[str, Any]]
                 skipped.append({"id": item["id"], "reason": "no longer in the failed registry"})
         elif actions.is_outcome_unknown(item):
             skipped.append({"id": item["id"], "reason": _UNKNOWN_SKIPPED})
-        elif actions.requeue(redis, item["id"], _policy(s, item["kind"] or "")):
+        elif actions.requeue(redis, item["id"], actions.policy(s, item["kind"])):
             requeued.append(item["id"])
         else:
             skipped.append({"id": item["id"], "reason": "its job is gone (past its failure_ttl) or no longer "
