@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.core.events import EVENT_PREFIX, EVENTS_INDEX, job_id_for, read_event
 from app.core.queues import EVENTS_QUEUE, PROCESS_EVENT, QUEUES
 from app.core.redact import redact, redact_body
+from app.sources import cdnetworks
 from workers import actions, converter, live, streams, timeline, transcode
 from workers.clients import koophone
 
@@ -40,7 +41,7 @@ def event_details(redis: Redis, event_id: str) -> dict[str, Any] | None:
         doc["job_status"] = _job_status(redis, doc["job_id"])
     doc["action_states"] = [redact(a) for a in actions.event_actions(redis, event_id)]
     video_ids = (doc.get("refs") or {}).get("video_ids") or []
-    if video_ids and doc.get("type") == "VOD_UPLOAD":
+    if video_ids and doc.get("type") == cdnetworks.UPLOAD_EVENT:
         doc["transcodes"] = {v: transcode.video_transcodes(redis, v) for v in video_ids}
     return doc
 
