@@ -158,3 +158,14 @@ def test_base64_of_json_that_is_not_an_object_is_400(client, path, decoded):
     r = client.post(authed(path), data=b64(decoded))
     assert r.status_code == 400
     assert list(r.json["errors"]) == ["_body"]
+
+
+def test_record_keeps_the_common_headers_and_none_of_another_source(client, app, redis_client):
+    """Kept headers are base.KEPT_HEADERS plus the source's own: MetaStudio's signed time is not
+    CDNetworks' to keep."""
+    r = client.post(authed(VOD_TRANSCODE), data=fixture_bytes(VENDOR, "vod_transcode.json"),
+                    headers={"X-Request-Id": "req-42", "x-hw-mss-time": "66df9308", "X-Other": "x"})
+    assert r.status_code == 200, r.json
+    headers = read_event(app.extensions["mediahook"].store.redis, r.json["event_id"])["headers"]
+    assert headers["X-Request-Id"] == "req-42"
+    assert not {"x-hw-mss-time", "x-other"} & {k.lower() for k in headers}

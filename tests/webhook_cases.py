@@ -336,7 +336,7 @@ class WebhookContract:
         app = create_app(build(config, env={}), start_drainer=False)
         try:
             client = app.test_client()
-            for auth in ("valid", "none"):
+            for auth in ("valid", "wrong", "none"):
                 r = case.post(client, case.body(case.accepted[0].fixture), auth=auth)
                 assert (r.status_code, r.json) == (401, UNAUTHORIZED), auth
             assert stored(redis_client) == []
