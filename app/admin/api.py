@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
@@ -252,10 +253,15 @@ def overview() -> Response:
     return json_response(200, schemas.Overview().dump(dashboard.overview(redis, settings)))
 
 
+def _latest(schema: Schema, key: str, read: Callable[..., list[dict[str, Any]]]) -> Response:
+    """A list read with the request's ``limit`` (newest first), under ``key``."""
+    limit = _query(schemas.LimitQuery())["limit"]
+    return json_response(200, schema.dump({key: read(_runtime()[0], limit=limit)}))
+
+
 @bp.get("/streams")
 def list_streams() -> Response:
-    limit = _query(schemas.LimitQuery())["limit"]
-    return json_response(200, schemas.StreamList().dump({"streams": dashboard.streams_now(_runtime()[0], limit=limit)}))
+    return _latest(schemas.StreamList(), "streams", dashboard.streams_now)
 
 
 @bp.get("/transcodes/videos")
@@ -267,14 +273,12 @@ def list_videos() -> Response:
 
 @bp.get("/rejected")
 def list_rejected() -> Response:
-    limit = _query(schemas.LimitQuery())["limit"]
-    return json_response(200, schemas.RejectedList().dump({"items": rejections.recent(_runtime()[0], limit=limit)}))
+    return _latest(schemas.RejectedList(), "items", rejections.recent)
 
 
 @bp.get("/audit")
 def list_audit() -> Response:
-    limit = _query(schemas.LimitQuery())["limit"]
-    return json_response(200, schemas.AuditList().dump({"items": audit.recent(_runtime()[0], limit=limit)}))
+    return _latest(schemas.AuditList(), "items", audit.recent)
 
 
 # --- KooPhone -------------------------------------------------------------------------------

@@ -500,45 +500,42 @@ def view_commands(main: click.Group) -> None:
         click.echo("refused, last hour: " + (", ".join(f"{k} ({n})" for k, n in
                                                      sorted(doc["rejected_by_reason"].items())) or "none"))
 
+    def latest(resource: str, key: str, limit: int, as_json: bool, empty: str, header: list[str],
+               row: Callable[[dict[str, Any]], list[str]]) -> None:
+        """One of the API's newest-first lists (``limit`` of them), as JSON or a table."""
+        doc = call("GET", path(resource), {"limit": limit})
+        if as_json:
+            return fmt.dump_json(doc)
+        if not doc[key]:
+            return click.echo(empty)
+        fmt.table([row(item) for item in doc[key]], header)
+
     @main.command()
     @_limit_option(100)
     @json_option
     def streams(limit: int, as_json: bool) -> None:
         """Streams by latest state, live ones first."""
-        doc = call("GET", path("streams"), {"limit": limit})
-        if as_json:
-            return fmt.dump_json(doc)
-        if not doc["streams"]:
-            return click.echo("no streams")
-        fmt.table([[fmt.local_time(s["at"]), s["room_id"], s.get("job_id") or "-", s["state"],
-                    fmt.cell(s.get("current")), s.get("output_url") or "-"] for s in doc["streams"]],
-                  ["AT", "ROOM", "JOB", "STATE", "CURRENT", "OUTPUT"])
+        latest("streams", "streams", limit, as_json, "no streams", ["AT", "ROOM", "JOB", "STATE", "CURRENT", "OUTPUT"],
+               lambda s: [fmt.local_time(s["at"]), s["room_id"], s.get("job_id") or "-", s["state"],
+                          fmt.cell(s.get("current")), s.get("output_url") or "-"])
 
     @main.command()
     @_limit_option(100)
     @json_option
     def rejected(limit: int, as_json: bool) -> None:
         """Refused callbacks, newest first, with the reason (kept 24 h)."""
-        doc = call("GET", path("rejected"), {"limit": limit})
-        if as_json:
-            return fmt.dump_json(doc)
-        if not doc["items"]:
-            return click.echo("nothing refused")
-        fmt.table([[fmt.local_time(r["at"]), r["source"], str(r["status"]), r["remote_addr"], r["path"], r["reason"]]
-                   for r in doc["items"]], ["AT", "SOURCE", "STATUS", "FROM", "PATH", "REASON"])
+        latest("rejected", "items", limit, as_json, "nothing refused",
+               ["AT", "SOURCE", "STATUS", "FROM", "PATH", "REASON"],
+               lambda r: [fmt.local_time(r["at"]), r["source"], str(r["status"]), r["remote_addr"], r["path"],
+                          r["reason"]])
 
     @main.command()
     @_limit_option(100)
     @json_option
     def audit(limit: int, as_json: bool) -> None:
         """The audit log: who replayed, requeued, applied or started what, newest first."""
-        doc = call("GET", path("audit"), {"limit": limit})
-        if as_json:
-            return fmt.dump_json(doc)
-        if not doc["items"]:
-            return click.echo("nothing audited")
-        fmt.table([[fmt.local_time(a["at"]), a["who"], a["action"], a["via"], fmt.compact(a["detail"])]
-                   for a in doc["items"]], ["AT", "WHO", "ACTION", "VIA", "DETAIL"])
+        latest("audit", "items", limit, as_json, "nothing audited", ["AT", "WHO", "ACTION", "VIA", "DETAIL"],
+               lambda a: [fmt.local_time(a["at"]), a["who"], a["action"], a["via"], fmt.compact(a["detail"])])
 
 
 def register(main: click.Group) -> None:
