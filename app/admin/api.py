@@ -15,7 +15,7 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, abort, current_app, g, request
 from marshmallow import Schema, ValidationError
 from redis import Redis, RedisError
 
@@ -281,38 +281,33 @@ def list_audit() -> Response:
     return _latest(schemas.AuditList(), "items", audit.recent)
 
 
-# --- KooPhone -------------------------------------------------------------------------------
-
 # --- vendor controls ------------------------------------------------------------------------
 
-def _vendor_control():
-
-    return vendor_control
+def _vendor(name: str) -> str:
+    """``name`` if it is a vendor we call; else 404, naming those there are."""
+    if name not in vendor_control.VENDORS:
+        abort(404, description=f"no vendor {name}; known: {', '.join(vendor_control.VENDORS)}")
+    return name
 
 
 @bp.get("/vendors")
 def list_vendors() -> Response:
     redis, settings = _runtime()
-    return json_response(200, schemas.VendorList().dump({"items": _vendor_control().status(redis, settings=settings)}))
+    return json_response(200, schemas.VendorList().dump({"items": vendor_control.status(redis, settings=settings)}))
 
 
 @bp.get("/vendors/<vendor>")
 def show_vendor(vendor: str) -> Response:
     redis, settings = _runtime()
-    vc = _vendor_control()
-    if vendor not in vc.VENDORS:
-        return error_response(404, f"no vendor {vendor}; known: {', '.join(vc.VENDORS)}")
-    return json_response(200, schemas.VendorStatus().dump(vc.status(redis, vendor, settings)))
+    return json_response(200, schemas.VendorStatus().dump(vendor_control.status(redis, _vendor(vendor), settings)))
 
 
 @bp.post("/vendors/<vendor>/pause")
 def pause_vendor(vendor: str) -> Response:
     redis, settings = _runtime()
-    vc = _vendor_control()
-    if vendor not in vc.VENDORS:
-        return error_response(404, f"no vendor {vendor}; known: {', '.join(vc.VENDORS)}")
+    _vendor(vendor)
     data = _body(schemas.VendorPauseRequest()) if request.content_length else {"reason": None}
-    doc = vc.pause(redis, vendor, by=g.get("admin_who"), reason=data["reason"], settings=settings)
+    doc = vendor_control.pause(redis, vendor, by=g.get("admin_who"), reason=data["reason"], settings=settings)
     _audit("vendor.pause", vendor=vendor, reason=data["reason"])
     return json_response(200, schemas.VendorStatus().dump(doc))
 
@@ -320,13 +315,12 @@ def pause_vendor(vendor: str) -> Response:
 @bp.post("/vendors/<vendor>/resume")
 def resume_vendor(vendor: str) -> Response:
     redis, settings = _runtime()
-    vc = _vendor_control()
-    if vendor not in vc.VENDORS:
-        return error_response(404, f"no vendor {vendor}; known: {', '.join(vc.VENDORS)}")
-    doc = vc.resume(redis, vendor, settings=settings)
+    doc = vendor_control.resume(redis, _vendor(vendor), settings=settings)
     _audit("vendor.resume", vendor=vendor, released=len(doc["released"]))
     return json_response(200, schemas.VendorResumed().dump(doc))
 
+
+# --- KooPhone -------------------------------------------------------------------------------
 
 @bp.post("/koophone/apply")
 def koophone_apply() -> Response:
