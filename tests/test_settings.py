@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_without_a_file():
-    s = load({})
-    assert s.max_body_bytes == 1024 * 1024
-    assert s.dedup_window_seconds == 600
-    assert s.retention_seconds == 7 * 86400
-    assert s.metastudio_source is None and s.cdnetworks_source is None  # no secret: those sources refuse
+    settings = load({})
+    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.dedup_window_seconds == 600
+    assert settings.retention_seconds == 7 * 86400
+    assert settings.metastudio_source is None and settings.cdnetworks_source is None  # no secret: those sources refuse
 
 
 @pytest.mark.parametrize("raw, key", [
@@ -44,24 +44,24 @@ def test_bad_value_names_the_key(raw, key):
 
 
 def test_secrets_and_redis_url_from_environment():
-    s = build({"sources": {"metastudio": {"auth_type": "MSS_A_HEAD"}}}, env={
+    settings = build({"sources": {"metastudio": {"auth_type": "MSS_A_HEAD"}}}, env={
         "MEDIAHOOK_METASTUDIO_KEY": "from-env-key", "MEDIAHOOK_CDNETWORKS_TOKEN": "cdn-token-env",
         "REDIS_URL": "redis://redis.internal:6380/2"})
-    assert s.metastudio_source.auth_type == "MSS_A_HEAD" and s.metastudio_source.key == "from-env-key"
-    assert s.cdnetworks_source.token == "cdn-token-env"
-    assert s.redis_url == "redis://redis.internal:6380/2"
+    assert settings.metastudio_source.auth_type == "MSS_A_HEAD" and settings.metastudio_source.key == "from-env-key"
+    assert settings.cdnetworks_source.token == "cdn-token-env"
+    assert settings.redis_url == "redis://redis.internal:6380/2"
 
 
 def test_environment_beats_the_file():
-    s = build({"sources": {"cdnetworks": {"token": "file-token-1"}}},
-              env={"MEDIAHOOK_CDNETWORKS_TOKEN": "env-token-22"})
-    assert s.cdnetworks_source.token == "env-token-22"
+    settings = build({"sources": {"cdnetworks": {"token": "file-token-1"}}},
+                     env={"MEDIAHOOK_CDNETWORKS_TOKEN": "env-token-22"})
+    assert settings.cdnetworks_source.token == "env-token-22"
 
 
 def test_secrets_stay_out_of_repr():
-    s = build({"sources": {"metastudio": {"key": "very-secret-key"}, "cdnetworks": {"token": "very-secret-token"}}},
-              env={})
-    assert "very-secret" not in repr(s)
+    settings = build({"sources": {"metastudio": {"key": "very-secret-key"},
+                                  "cdnetworks": {"token": "very-secret-token"}}}, env={})
+    assert "very-secret" not in repr(settings)
 
 
 def test_missing_or_broken_file_names_mediahook_config(tmp_path):
@@ -122,9 +122,9 @@ def test_check_config_command(tmp_path):
 
 
 def test_dev_config_switches_every_vendor_on():
-    s = load({"MEDIAHOOK_CONFIG": str(ROOT / "deploy" / "mediahook.dev.toml")})
-    assert s.transcoder and s.flighthub and s.koophone and s.metastudio_api
-    assert set(s.koophone.profiles) == {"low", "normal"}
+    settings = load({"MEDIAHOOK_CONFIG": str(ROOT / "deploy" / "mediahook.dev.toml")})
+    assert settings.transcoder and settings.flighthub and settings.koophone and settings.metastudio_api
+    assert set(settings.koophone.profiles) == {"low", "normal"}
 
 
 @pytest.mark.parametrize("section, key", [
@@ -154,7 +154,18 @@ def test_bad_vendor_value_names_the_key(section, key):
 
 def test_vendor_secret_from_environment_only_fills_a_present_section():
     env = {"MEDIAHOOK_FLIGHTHUB_USER_TOKEN": "env-token", "MEDIAHOOK_KOOPHONE_AUTH_TOKEN": "env-k"}
-    s = build({"flighthub": {"base_url": "http://f"}}, env=env)
-    assert s.flighthub.user_token == "env-token"
-    assert s.koophone is None  # a secret alone does not switch a vendor on
-    assert "env-token" not in repr(s)
+    settings = build({"flighthub": {"base_url": "http://f"}}, env=env)
+    assert settings.flighthub.user_token == "env-token"
+    assert settings.koophone is None  # a secret alone does not switch a vendor on
+    assert "env-token" not in repr(settings)
+
+
+def test_every_registered_source_has_its_settings_section():
+    """A source's section is ``Settings.<name>_source`` (``[sources.<name>]`` in the file): the
+    receive path asks ``Settings.source(name)``, so a source registered without one fails here."""
+    from app.sources import SOURCES
+
+    settings = build({"sources": {"metastudio": {"key": "k" * 16}, "cdnetworks": {"token": "t" * 16}}}, env={})
+    for name in SOURCES:
+        assert settings.source(name) is getattr(settings, f"{name}_source") is not None
+    assert load({}).source("metastudio") is None
