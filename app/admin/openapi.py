@@ -19,8 +19,8 @@ from marshmallow import fields
 
 from app.admin import schemas
 from app.core.fields import JSONString, Numeric, Text
-from app.sources import cdnetworks, metastudio
-from app.sources.base import TOKEN_PARAM
+from app.sources import SOURCES
+from app.sources.base import hook_path
 
 TITLE = "mediahook"
 VERSION = "1"
@@ -69,19 +69,6 @@ SECURITY_SCHEMES = {
     "adminBearer": {"type": "http", "scheme": "bearer",
                     "description": "`[admin] token` (or MEDIAHOOK_ADMIN_TOKEN). Without one configured, every "
                                    "/api/ call is 401."},
-    "cdnetworksToken": {"type": "apiKey", "in": "query", "name": TOKEN_PARAM,
-                        "description": "`[sources.cdnetworks] token`, in the callback URL."},
-    "metastudioToken": {"type": "apiKey", "in": "query", "name": TOKEN_PARAM,
-                        "description": "auth_type NONE: `[sources.metastudio] token`, in the callback URL."},
-    "metastudioSecret": {"type": "apiKey", "in": "query", "name": metastudio.SECRET_PARAM,
-                         "description": "auth_type MSS_A: lowercase hex HMAC-SHA256(key, URI + hwTime), URI = "
-                                        "host + path + query without hwSecret/hwTime, sorted by name."},
-    "metastudioTime": {"type": "apiKey", "in": "query", "name": metastudio.TIME_PARAM,
-                       "description": "auth_type MSS_A: Unix seconds, lowercase hex; within tolerance_seconds."},
-    "metastudioHeadSecret": {"type": "apiKey", "in": "header", "name": metastudio.SECRET_HEADER,
-                             "description": "auth_type MSS_A_HEAD: as hwSecret, in a header."},
-    "metastudioHeadTime": {"type": "apiKey", "in": "header", "name": metastudio.TIME_HEADER,
-                           "description": "auth_type MSS_A_HEAD: as hwTime, in a header."},
 }
 
 ADMIN = [{"adminBearer": []}]
@@ -131,27 +118,17 @@ HOOK_OK = {200: _json("HookAccepted", "Stored and queued, or stored as a duplica
 
 
 def _hook_paths() -> dict[str, dict[str, Any]]:
-    ms_security = [{"metastudioSecret": [], "metastudioTime": []},
-                   {"metastudioHeadSecret": [], "metastudioHeadTime": []}, {"metastudioToken": []}]
-    cdn_body = {"anyOf": [{"$ref": "#/components/schemas/TranscodeCallback"},
-                          {"$ref": "#/components/schemas/TranscodeCallbackEnvelope"}]}
-
-    def cdn(summary: str, schema: Any) -> dict[str, Any]:
-        op = _op(summary, {**HOOK_OK, **HOOK_ERRORS}, security=[{"cdnetworksToken": []}], tag="hooks", body=schema)
-        op["requestBody"]["content"]["text/plain"] = {
-            "schema": {"type": "string", "description": "URL-safe (or standard) Base64 of the JSON body"}}
-        return op
-
-    return {
-        metastudio.HOOK_PATH: {"post": _op(
-            "MetaStudio live event", {**HOOK_OK, **HOOK_ERRORS}, security=ms_security, tag="hooks",
-            body={"anyOf": [{"$ref": f"#/components/schemas/{name}"} for name in _LIVE_EVENTS.values()]},
-            description=f"{', '.join(metastudio.EVENT_TYPES)}; `message` is a JSON object sent as a string. "
-                        "Another well-formed `event_type` is stored as ignored (200).")},
-        cdnetworks.UPLOAD_HOOK: {"post": cdn("CDNetworks Cloud VoD upload callback", "UploadCallback")},
-        cdnetworks.TRANSCODE_HOOK: {"post": cdn("CDNetworks Cloud VoD transcoding callback "
-                                                "(bare or in the upload callback's envelope)", cdn_body)},
-    }
+    """Every source endpoint, as its module declares it (``Endpoint``, ``ApiDoc``)."""
+    paths = {}
+    for name, source in SOURCES.items():
+        for endpoint in source.ENDPOINTS:
+            op = _op(endpoint.summary, {**HOOK_OK, **HOOK_ERRORS}, security=list(source.API_DOC.security),
+                     tag="hooks", body=endpoint.body, description=endpoint.description or None)
+            if endpoint.accept_base64:
+                op["requestBody"]["content"]["text/plain"] = {
+                    "schema": {"type": "string", "description": "URL-safe (or standard) Base64 of the JSON body"}}
+            paths[hook_path(name, endpoint.path)] = {"post": op}
+    return paths
 
 
 def _service_paths() -> dict[str, dict[str, Any]]:
@@ -266,10 +243,6 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
     }
 
 
-# Component name of each MetaStudio live-event envelope, by event type.
-_LIVE_EVENTS = {event_type: f"{event_type.title().replace('_', '')}Event" for event_type in metastudio.EVENT_TYPES}
-_MESSAGES = (metastudio.ShootScriptSwitchMessage, metastudio.RtmpStreamStateChangeMessage,
-             metastudio.ReplyCommandFinishMessage)
 _API_SCHEMAS = (
     schemas.Error, schemas.HookAccepted, schemas.Health, schemas.Ready, schemas.EventPage, schemas.EventDetail,
     schemas.ReplayAccepted, schemas.FailedList, schemas.RequeueRequest, schemas.RequeueResult,
@@ -285,16 +258,14 @@ _FIGURE_SCHEMAS = (schemas.Overview, schemas.StreamList, schemas.VideoList, sche
 def _components(spec: APISpec) -> None:
     for schema in (*_API_SCHEMAS, *_FIGURE_SCHEMAS):
         spec.components.schema(schema.__name__, schema=schema)
-    for message in _MESSAGES:
-        spec.components.schema(message.__name__, schema=message)
-    for event_type, name in _LIVE_EVENTS.items():
-        spec.components.schema(name, schema=metastudio.EVENT_SCHEMAS[event_type])
-    spec.components.schema("UploadCallback", schema=cdnetworks.UPLOAD_SCHEMA)
-    spec.components.schema("TranscodeCallback", schema=cdnetworks.TRANSCODE_SCHEMA)
-    spec.components.schema("TranscodeCallbackEnvelope", {
-        "type": "object", "required": ["data"], "additionalProperties": True,
-        "description": "The transcoding callback inside the upload callback's {code, data, message} envelope.",
-        "properties": {"code": {}, "message": {}, "data": {"$ref": "#/components/schemas/TranscodeCallback"}}})
+    for source in SOURCES.values():
+        for name, schema in source.API_DOC.schemas.items():
+            if isinstance(schema, dict):  # already OpenAPI
+                spec.components.schema(name, schema)
+            else:
+                spec.components.schema(name, schema=schema)
+        for name, scheme in source.API_DOC.security_schemes.items():
+            spec.components.security_scheme(name, scheme)
     for name, scheme in SECURITY_SCHEMES.items():
         spec.components.security_scheme(name, scheme)
     for name, response in ERRORS.items():
@@ -304,8 +275,6 @@ def _components(spec: APISpec) -> None:
 def _refine(doc: dict[str, Any]) -> dict[str, Any]:
     """What the schemas cannot say by themselves."""
     components = doc["components"]["schemas"]
-    for event_type, name in _LIVE_EVENTS.items():
-        components[name]["properties"]["event_type"] = {"type": "string", "enum": [event_type]}
     requeue = components["RequeueRequest"]
     requeue.update(minProperties=1, maxProperties=1, description="Exactly one of `id`, `filter`, `all`.")
     components["RequeueFilter"]["minProperties"] = 1

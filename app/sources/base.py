@@ -50,11 +50,27 @@ class Endpoint:
     """One callback URL of a source, served at ``/hooks/<source>/<path>``.
 
     ``parse`` raises ``marshmallow.ValidationError`` for a payload that breaks the schema.
+    ``summary``, ``body`` (a component name of the source's ``ApiDoc.schemas``, or an OpenAPI
+    schema) and ``description`` are its entry in the OpenAPI document.
     """
 
     path: str
     parse: Callable[[dict], Parsed]
     accept_base64: bool = False
+    summary: str = ""
+    body: str | dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ApiDoc:
+    """How a source's hooks appear in the OpenAPI document (app/admin/openapi.py builds their
+    paths from this and ``ENDPOINTS``): its security schemes, the alternatives every endpoint
+    accepts, and its component schemas (Marshmallow schemas, or OpenAPI dicts)."""
+
+    security_schemes: dict[str, dict[str, Any]]
+    security: tuple[dict[str, list], ...]
+    schemas: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,7 @@ class Source(Protocol):
     NAME: str
     ENDPOINTS: tuple[Endpoint, ...]
     KEPT_HEADERS: tuple[str, ...]  # added to base.KEPT_HEADERS on the event record
+    API_DOC: ApiDoc
 
     def refusal(self, req: Request, settings: Any) -> str | None: ...
 

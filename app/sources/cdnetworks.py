@@ -11,7 +11,7 @@ from marshmallow import INCLUDE, Schema, fields, pre_load, validate
 
 from app.core.config import Settings
 from app.core.fields import Numeric, Text
-from app.sources.base import Endpoint, Parsed, Request, hook_path, plain_delivery, token_refusal
+from app.sources.base import TOKEN_PARAM, ApiDoc, Endpoint, Parsed, Request, hook_path, plain_delivery, token_refusal
 
 NAME = "cdnetworks"
 UPLOAD_PATH = "vod-upload"
@@ -130,6 +130,24 @@ def parse_transcode(payload: dict) -> Parsed:
 
 
 ENDPOINTS = (
-    Endpoint(UPLOAD_PATH, parse_upload, accept_base64=True),
-    Endpoint(TRANSCODE_PATH, parse_transcode, accept_base64=True),
+    Endpoint(UPLOAD_PATH, parse_upload, accept_base64=True, summary="CDNetworks Cloud VoD upload callback",
+             body="UploadCallback"),
+    Endpoint(TRANSCODE_PATH, parse_transcode, accept_base64=True,
+             summary="CDNetworks Cloud VoD transcoding callback (bare or in the upload callback's envelope)",
+             body={"anyOf": [{"$ref": "#/components/schemas/TranscodeCallback"},
+                             {"$ref": "#/components/schemas/TranscodeCallbackEnvelope"}]}),
+)
+
+API_DOC = ApiDoc(
+    security_schemes={"cdnetworksToken": {"type": "apiKey", "in": "query", "name": TOKEN_PARAM,
+                                          "description": "`[sources.cdnetworks] token`, in the callback URL."}},
+    security=({"cdnetworksToken": []},),
+    schemas={
+        "UploadCallback": UPLOAD_SCHEMA,
+        "TranscodeCallback": TRANSCODE_SCHEMA,
+        "TranscodeCallbackEnvelope": {
+            "type": "object", "required": ["data"], "additionalProperties": True,
+            "description": "The transcoding callback inside the upload callback's {code, data, message} envelope.",
+            "properties": {"code": {}, "message": {}, "data": {"$ref": "#/components/schemas/TranscodeCallback"}}},
+    },
 )

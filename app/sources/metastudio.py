@@ -22,6 +22,8 @@ from app.core.fields import JSONString, Numeric, Text
 from app.core.vendor_config import STREAM_STATES
 from app.sources.base import (
     PLAIN_DELIVERY,
+    TOKEN_PARAM,
+    ApiDoc,
     Delivery,
     Endpoint,
     Parsed,
@@ -209,19 +211,24 @@ class ReplyCommandFinishMessage(_Message):
     reply_id = fields.String(required=True, validate=validate.Length(min=1))
 
 
-def _envelope(message_schema: type[Schema]) -> Schema:
+def _envelope(event_type: str, message_schema: type[Schema]) -> Schema:
+    # The type is chosen before this schema is (parse_live_event), so OneOf never refuses here:
+    # it is what the OpenAPI document shows as the envelope's one event_type.
     schema = Schema.from_dict(
-        {"event_type": fields.String(required=True), "message": JSONString(message_schema, required=True)},
+        {"event_type": fields.String(required=True, validate=validate.OneOf([event_type])),
+         "message": JSONString(message_schema, required=True)},
         name=f"{message_schema.__name__}Event",
     )
     return schema(unknown=INCLUDE)
 
 
-EVENT_SCHEMAS: dict[str, Schema] = {
-    SCRIPT_SWITCH_EVENT: _envelope(ShootScriptSwitchMessage),
-    STREAM_STATE_EVENT: _envelope(RtmpStreamStateChangeMessage),
-    REPLY_FINISH_EVENT: _envelope(ReplyCommandFinishMessage),
+MESSAGE_SCHEMAS: dict[str, type[Schema]] = {
+    SCRIPT_SWITCH_EVENT: ShootScriptSwitchMessage,
+    STREAM_STATE_EVENT: RtmpStreamStateChangeMessage,
+    REPLY_FINISH_EVENT: ReplyCommandFinishMessage,
 }
+EVENT_SCHEMAS: dict[str, Schema] = {event_type: _envelope(event_type, message)
+                                    for event_type, message in MESSAGE_SCHEMAS.items()}
 
 
 def parse_live_event(payload: dict) -> Parsed:
@@ -239,4 +246,34 @@ def parse_live_event(payload: dict) -> Parsed:
                   data=message)
 
 
-ENDPOINTS = (Endpoint(LIVE_EVENTS_PATH, parse_live_event, accept_base64=False),)
+def _component(event_type: str) -> str:
+    """The OpenAPI component name of an event type's envelope: ShootScriptSwitchEvent..."""
+    return event_type.title().replace("_", "") + "Event"
+
+
+ENDPOINTS = (Endpoint(
+    LIVE_EVENTS_PATH, parse_live_event, accept_base64=False, summary="MetaStudio live event",
+    body={"anyOf": [{"$ref": f"#/components/schemas/{_component(t)}"} for t in EVENT_TYPES]},
+    description=f"{', '.join(EVENT_TYPES)}; `message` is a JSON object sent as a string. Another well-formed "
+                "`event_type` is stored as ignored (200).",
+),)
+
+API_DOC = ApiDoc(
+    security_schemes={
+        "metastudioToken": {"type": "apiKey", "in": "query", "name": TOKEN_PARAM,
+                            "description": "auth_type NONE: `[sources.metastudio] token`, in the callback URL."},
+        "metastudioSecret": {"type": "apiKey", "in": "query", "name": SECRET_PARAM,
+                             "description": "auth_type MSS_A: lowercase hex HMAC-SHA256(key, URI + hwTime), URI = "
+                                            "host + path + query without hwSecret/hwTime, sorted by name."},
+        "metastudioTime": {"type": "apiKey", "in": "query", "name": TIME_PARAM,
+                           "description": "auth_type MSS_A: Unix seconds, lowercase hex; within tolerance_seconds."},
+        "metastudioHeadSecret": {"type": "apiKey", "in": "header", "name": SECRET_HEADER,
+                                 "description": "auth_type MSS_A_HEAD: as hwSecret, in a header."},
+        "metastudioHeadTime": {"type": "apiKey", "in": "header", "name": TIME_HEADER,
+                               "description": "auth_type MSS_A_HEAD: as hwTime, in a header."},
+    },
+    security=({"metastudioSecret": [], "metastudioTime": []}, {"metastudioHeadSecret": [], "metastudioHeadTime": []},
+              {"metastudioToken": []}),
+    schemas={**{message.__name__: message for message in MESSAGE_SCHEMAS.values()},
+             **{_component(event_type): schema for event_type, schema in EVENT_SCHEMAS.items()}},
+)
