@@ -29,7 +29,7 @@ from tests.vendor_harness import (
     stream_event,
     upload_body,
 )
-from workers import actions, ops, transcode
+from workers import actions, locks, ops, transcode
 
 FIXTURE_VIDEOS = ("9B0F7BA8BCB9D056D4C24ADDBF821D10", "E869FC95F3C7493ED56E8751C4AA7BEE")
 NORMAL = (2000, 4000, 8000)
@@ -239,7 +239,7 @@ def test_worker_killed_mid_create_still_ends_with_one_task_per_rung(make_app, si
     [orphan] = sim_tasks(sim.url)
     assert transcode.video_transcodes(redis_client, "VKILL")[rung]["state"] == "creating"  # nobody recorded it
 
-    expire_what_the_dead_worker_held(redis_client, transcode.LOCK_PREFIX + f"VKILL:{rung}")
+    expire_what_the_dead_worker_held(redis_client, locks.LOCK_PREFIX + transcode.LOCK_NAME + f"VKILL:{rung}")
     second = workers.start(redis_client, **sections)
     try:
         wait_until(all_succeeded(redis_client, 1, "VKILL"), timeout=30, interval=0.1,

@@ -70,3 +70,30 @@ def test_the_lock_is_released_when_the_body_raises(redis_client):
             assert redis_client.exists(LOCK_PREFIX + "raises")
             raise ValueError("boom")
     assert not redis_client.exists(LOCK_PREFIX + "raises")
+
+
+def test_an_action_that_finds_its_lock_held_is_retried_then_runs(make_app, sim, drive, redis_client):
+    """Every action's lock is ``Run.locked`` (workers.actions): a reconcile that waits past its
+    wait (two calls' time + 10 s) raises Busy, which is retried like any transient error (never
+    failed for good while retries remain), and the next attempt, once the holder is done, runs."""
+    from tests.conftest import ROOM, vendor_sections
+    from tests.vendor_harness import post_live, sim_calls, stream_event
+    from workers import actions, converter
+
+    sections = vendor_sections(sim.url)
+    # It waits 2 × 0.2 + 10 s for the lock; its retry comes 2 s later (scheduled, so seen "retrying").
+    sections["flighthub"].update(connect_timeout=0.1, read_timeout=0.1, retry_base_seconds=2.0, retry_max_seconds=2.0)
+    client = make_app(**sections).test_client()
+    with locked(redis_client, converter.LOCK_NAME + f"room-{ROOM}", wait=1):
+        event_id = post_live(client, stream_event(ROOM, "CONNECTED"))
+        action_id = f"converter-room-{ROOM}-{event_id}"
+        started = time.monotonic()
+        drive(lambda: (actions.record(redis_client, action_id) or {}).get("status") == "retrying", timeout=30,
+              what="the reconcile to give up waiting for the lock")
+        assert time.monotonic() - started >= 10
+        assert actions.record(redis_client, action_id)["last_error"]["code"] == "Busy"
+        assert sim_calls(sim.url, "flighthub") == []  # nothing called without the lock
+    drive(lambda: actions.record(redis_client, action_id)["status"] == "succeeded", timeout=30,
+          what="the retry, once the lock is free")
+    assert actions.record(redis_client, action_id)["attempts"] == 2
+    assert len(sim_calls(sim.url, "flighthub", "update")) == 1

@@ -41,7 +41,7 @@ def test_a_paused_vendor_gets_no_call_and_resume_sends_every_held_action_in_orde
 
     wait_until(lambda: all(_status(redis_client, a) == "held" for a in queued), timeout=30,
                what="every action held")
-    held = vendor_control.held_ids(redis_client, "koophone")
+    held = [i.decode() for i in redis_client.lrange(vendor_control.HELD_PREFIX + "koophone", 0, -1)]
     assert held == queued  # held once each, in the order they came up
     assert sim_calls(sim.url, "koophone") == []  # no call while paused
     for action_id in queued:

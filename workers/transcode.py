@@ -32,7 +32,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from app.core.vendor_config import RUNG_TEMPLATE_IDS, Transcoder
-from workers import actions, locks
+from workers import actions
 from workers.actions import TRANSCODE_POLL, TRANSCODE_SUBMIT, Skip
 from workers.clients import muducloud
 from workers.clients.http import VendorError
@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 
 TRANSCODE_PREFIX = "mh:transcode:"
 VIDEO_RUNGS_PREFIX = "mh:video-rungs:"
-LOCK_NAME = "transcode:"
-LOCK_PREFIX = locks.LOCK_PREFIX + LOCK_NAME
+LOCK_NAME = "transcode:"  # mh:lock:transcode:<video>:<rung>
 BAD_ENDINGS = {"failed", "deleted", "timed_out"}
 FINAL_STATES = {"success", *BAD_ENDINGS}
 TASK_STATES = {"submitted", "default", "waiting", "transcoding"}  # a live task is being polled

@@ -185,10 +185,6 @@ def status(redis: Redis, vendor: str | None = None, settings: Any = None) -> dic
     return out[0] if vendor else out
 
 
-def held_ids(redis: Redis, vendor: str) -> list[str]:
-    return [i.decode() for i in redis.lrange(HELD_PREFIX + check(vendor), 0, -1)]
-
-
 def _action_key(action_id: str) -> str:
     from workers.actions import ACTION_PREFIX
 

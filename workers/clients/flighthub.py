@@ -15,9 +15,7 @@ VENDOR = "flighthub"
 SECTION = "flighthub"  # the Settings attribute that configures it
 BASE = "/openapi/v0.1/live-stream/converter"
 ALREADY_EXISTS = 213025
-DUPLICATE_PUSH_URL = 213028
 NOT_FOUND = {213029, 212056}
-OVER_LIMIT = 233317
 # Stream-side hiccups (pull/push timeouts, target refused): worth another try later.
 TRANSIENT_CODES = {212058, 212061, 212062}
 
