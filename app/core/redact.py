@@ -7,6 +7,8 @@ import json
 import re
 from typing import Any
 
+from app.core.body import Unsupported, decode_body
+
 MASK = "***"
 
 # A name is secret if it ends in token/secret/password/signature/authorization/credentials or
@@ -37,8 +39,6 @@ def redact(value: Any) -> Any:
 
 def redact_body(body: bytes) -> Any:
     """A stored raw body made fit to show: decoded JSON with secrets masked."""
-    from app.core.body import Unsupported, decode_body
-
     try:
         return redact(decode_body(body, accept_base64=True))
     except Unsupported:
