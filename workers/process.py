@@ -25,7 +25,7 @@ from rq import get_current_job
 from app.core import logs
 from app.core.body import decode_body
 from app.core.config import Settings
-from app.core.events import EVENT_PREFIX
+from app.core.events import EVENT_PREFIX, read_event
 from app.sources import SOURCES, cdnetworks, metastudio
 from app.sources.base import Parsed
 from workers import converter, streams, timeline, transcode, video_settings
@@ -126,11 +126,9 @@ def decide(redis: Redis, s: Settings, ev: Incoming) -> Plan:
 
 # --- the job --------------------------------------------------------------------------------
 
-def _parse(source_name: str, record: dict[bytes, bytes]) -> Parsed:
-    source = SOURCES[source_name]
-    path = record[b"endpoint"].decode()
-    endpoint = next(e for e in source.ENDPOINTS if e.path == path)
-    return endpoint.parse(decode_body(record[b"body"], endpoint.accept_base64))
+def _parse(record: dict[str, Any]) -> Parsed:
+    endpoint = next(e for e in SOURCES[record["source"]].ENDPOINTS if e.path == record["endpoint"])
+    return endpoint.parse(decode_body(record["body"], endpoint.accept_base64))
 
 
 def process_event(event_id: str) -> str:
@@ -142,22 +140,20 @@ def process_event(event_id: str) -> str:
 def _process(event_id: str) -> str:
     job = get_current_job()
     redis = job.connection
-    key = EVENT_PREFIX + event_id
-    record = redis.hgetall(key)
-    if not record:
+    record = read_event(redis, event_id)
+    if record is None:
         # Retention passed before a worker got to it: nothing left to do, and nothing to fail.
         log.warning("event %s: record expired before processing", event_id)
         return "expired"
-    if record.get(b"status") in (b"ignored", b"duplicate"):
+    if record["status"] in ("ignored", "duplicate"):
         # Not ours to act on, or a re-delivery whose original (``duplicate_of``) is processed.
-        return record[b"status"].decode()
-    source = record[b"source"].decode()
-    parsed = _parse(source, record)
-    ev = Incoming(event_id=event_id, source=source, event_type=parsed.event_type, data=parsed.data,
-                  received_at=float(record[b"received_at"]),
-                  sent_at=float(record[b"sent_at"]) if record.get(b"sent_at") else None)
+        return record["status"]
+    parsed = _parse(record)
+    ev = Incoming(event_id=event_id, source=record["source"], event_type=parsed.event_type, data=parsed.data,
+                  received_at=float(record["received_at"]),
+                  sent_at=float(record["sent_at"]) if record.get("sent_at") else None)
     action_ids, notes = decide(redis, settings(), ev)
-    redis.hset(key, mapping={"status": "processed", "processed_at": repr(time.time()),
+    redis.hset(EVENT_PREFIX + event_id, mapping={"status": "processed", "processed_at": repr(time.time()),
                              "actions": json.dumps(action_ids), "notes": json.dumps(notes)})
     log.info("event %s processed (%s): %d action(s)", event_id, parsed.event_type, len(action_ids))
     return "processed"
