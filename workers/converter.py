@@ -54,12 +54,12 @@ def _binding(cfg: FlightHub, key: str) -> ConverterBinding | None:
     return next((b for b in cfg.bindings if binding_key(b) == key), None)
 
 
-def plan(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any]) -> tuple[list[str], list[str]]:
+def plan(redis: Redis, settings: Settings, event_id: str, msg: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Queue a reconcile of every converter bound to this stream, unless the event's job is not
     its scope's current job (then it moves nothing)."""
-    if s.flighthub is None:
+    if settings.flighthub is None:
         return [], ["[flighthub] is not configured: no converter switching"]
-    bindings = bindings_for(s.flighthub, msg["room_id"], msg["output_url"])
+    bindings = bindings_for(settings.flighthub, msg["room_id"], msg["output_url"])
     if not bindings:
         return [], [f"no [[flighthub.bindings]] entry for room {msg['room_id']}"]
     action_ids, notes = [], []
@@ -71,7 +71,7 @@ def plan(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any]) -> tuple
                          "left as it is")
             continue
         action_id = f"converter-{key}-{event_id}"
-        actions.enqueue(redis, action_id, CONVERTER_RECONCILE, event_id=event_id, policy=s.flighthub.http,
+        actions.enqueue(redis, action_id, CONVERTER_RECONCILE, event_id=event_id, policy=settings.flighthub.http,
                         params={"action_id": action_id, "binding": key})
         action_ids.append(action_id)
     return action_ids, notes

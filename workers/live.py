@@ -33,18 +33,19 @@ from workers.clients.http import VendorError
 from workers.timeline import LIVE_PREFIX, LIVE_TTL
 
 
-def callback_config(s: Settings) -> dict[str, Any]:
+def callback_config(settings: Settings) -> dict[str, Any]:
     """live_event_callback_config pointing at our live-events endpoint, with our auth settings."""
-    if not s.public_base_url:
+    if not settings.public_base_url:
         raise ValueError("public_base_url must be set: MetaStudio needs the URL to call back")
-    if s.metastudio_source is None:
+    if settings.metastudio_source is None:
         raise ValueError("[sources.metastudio] must be configured: its auth_type/key sign the callbacks")
-    url = s.public_base_url + HOOK_PATH
-    config: dict[str, Any] = {"auth_type": s.metastudio_source.auth_type, "callback_event_type": list(EVENT_TYPES)}
-    if s.metastudio_source.auth_type == "NONE":
-        url += f"?token={s.metastudio_source.token}"
+    url = settings.public_base_url + HOOK_PATH
+    config: dict[str, Any] = {"auth_type": settings.metastudio_source.auth_type,
+                              "callback_event_type": list(EVENT_TYPES)}
+    if settings.metastudio_source.auth_type == "NONE":
+        url += f"?token={settings.metastudio_source.token}"
     else:
-        config["key"] = s.metastudio_source.key
+        config["key"] = settings.metastudio_source.key
     config["live_event_type_callback_url"] = url
     return config
 
@@ -58,12 +59,12 @@ class Refused(ValueError):
     """A start again that cannot be done (not a failed live start, already started again ...)."""
 
 
-def queue_start(redis: Redis, s: Settings, room_id: str, output_url: str, stream_key: str,
+def queue_start(redis: Redis, settings: Settings, room_id: str, output_url: str, stream_key: str,
                 replaces: str | None = None) -> str:
     """Check what can be checked now, then queue the start; returns the action id."""
-    if s.metastudio_api is None:
+    if settings.metastudio_api is None:
         raise ValueError("[metastudio] is not configured")
-    callback_config(s)
+    callback_config(settings)
     if not _ROOM_ID.fullmatch(room_id):
         raise ValueError("room_id: 1 to 128 of A-Z a-z 0-9 _ -")
     action_id = f"live-start-{room_id}-{uuid.uuid4().hex[:12]}"
@@ -73,7 +74,7 @@ def queue_start(redis: Redis, s: Settings, room_id: str, output_url: str, stream
         params["replaces"] = replaces
         redis.hset(actions.ACTION_PREFIX + action_id, REPLACES, replaces)
     # A single attempt plus the retries that are safe (see the module docstring).
-    actions.enqueue(redis, action_id, LIVE_START, event_id=None, policy=s.metastudio_api.http, params=params)
+    actions.enqueue(redis, action_id, LIVE_START, event_id=None, policy=settings.metastudio_api.http, params=params)
     return action_id
 
 
@@ -127,7 +128,7 @@ def _kept_stream_key(job: Job | None) -> str | None:
     return (job.kwargs or {}).get("stream_key") or None
 
 
-def start_again(redis: Redis, s: Settings, action_id: str, stream_key: str | None = None) -> dict[str, Any]:
+def start_again(redis: Redis, settings: Settings, action_id: str, stream_key: str | None = None) -> dict[str, Any]:
     """Queue ONE new start request for a live start that failed (its outcome unknown, typically),
     after a person checked that MetaStudio runs no job for it. The new action records the one it
     replaces, and the old one the new one; a start is started again once at most."""
@@ -147,15 +148,15 @@ def start_again(redis: Redis, s: Settings, action_id: str, stream_key: str | Non
     stream_key = stream_key or _kept_stream_key(job)
     if not stream_key:
         raise Refused(f"the stream key of {action_id} is no longer kept: give it (--stream-key / stream_key)")
-    if s.metastudio_api is None:
+    if settings.metastudio_api is None:
         raise ValueError("[metastudio] is not configured")
-    callback_config(s)
+    callback_config(settings)
     # Claimed first, so two people starting the same one again make one new start, not two.
     key = actions.ACTION_PREFIX + action_id
     if not redis.hsetnx(key, REPLACED_BY, "pending"):
         raise Refused(f"{action_id} was already started again as {(redis.hget(key, REPLACED_BY) or b'?').decode()}")
     try:
-        new_id = queue_start(redis, s, params["room_id"], params["output_url"], stream_key, replaces=action_id)
+        new_id = queue_start(redis, settings, params["room_id"], params["output_url"], stream_key, replaces=action_id)
     except BaseException:
         redis.hdel(key, REPLACED_BY)
         raise

@@ -46,7 +46,8 @@ def event_details(redis: Redis, event_id: str) -> dict[str, Any] | None:
     return doc
 
 
-def replay(redis: Redis, event_id: str, s: Settings | None = None, skipped: list[dict[str, str]] | None = None) -> str:
+def replay(redis: Redis, event_id: str, settings: Settings | None = None,
+           skipped: list[dict[str, str]] | None = None) -> str:
     """Run the event's processing again. Safe: its actions are keyed for idempotency, and an
     action that failed for good is requeued, unless its outcome is unknown (those are added to
     ``skipped``, with the reason, when a list is given). Returns the new job id."""
@@ -61,16 +62,16 @@ def replay(redis: Redis, event_id: str, s: Settings | None = None, skipped: list
             if skipped is not None:
                 skipped.append({"id": action["id"], "reason": _UNKNOWN_SKIPPED})
         elif action.get("status") == "failed":
-            actions.requeue(redis, action["id"], actions.policy(s, action.get("kind")))
+            actions.requeue(redis, action["id"], actions.policy(settings, action.get("kind")))
     return job_id
 
 
-def koophone_apply(redis: Redis, s: Settings, profile: str, instance_ids: list[str]) -> list[str]:
+def koophone_apply(redis: Redis, settings: Settings, profile: str, instance_ids: list[str]) -> list[str]:
     """Apply a profile to instances now, in batches of at most 100; returns the action ids."""
-    if s.koophone is None:
+    if settings.koophone is None:
         raise ValueError("[koophone] is not configured")
-    if profile not in s.koophone.profiles:
-        raise ValueError(f"no profile {profile!r}; known: {sorted(s.koophone.profiles)}")
+    if profile not in settings.koophone.profiles:
+        raise ValueError(f"no profile {profile!r}; known: {sorted(settings.koophone.profiles)}")
     bad = [i for i in instance_ids if not 1 <= len(i) <= 32]
     if not instance_ids or bad:
         raise ValueError("instance ids must be 1 to 32 characters" + (f": {bad[:3]}" if bad else ""))
@@ -78,7 +79,7 @@ def koophone_apply(redis: Redis, s: Settings, profile: str, instance_ids: list[s
     ids = []
     for b, batch in enumerate(koophone.batches(instance_ids)):
         action_id = f"koophone-manual-{run}-{b}"
-        actions.enqueue(redis, action_id, actions.VIDEO_SETTINGS_APPLY, event_id=None, policy=s.koophone.http,
+        actions.enqueue(redis, action_id, actions.VIDEO_SETTINGS_APPLY, event_id=None, policy=settings.koophone.http,
                         params={"action_id": action_id, "profile": profile, "instance_ids": batch})
         ids.append(action_id)
     return ids
@@ -280,7 +281,7 @@ _UNKNOWN_SKIPPED = ("outcome unknown: the vendor may have done it, so it is neve
                     "replay; check the vendor (see its `resolve`), then start it again explicitly if need be")
 
 
-def requeue_failed(redis: Redis, s: Settings | None, items: list[dict[str, Any]]) -> dict[str, list]:
+def requeue_failed(redis: Redis, settings: Settings | None, items: list[dict[str, Any]]) -> dict[str, list]:
     """Run failed actions and event jobs again (actions with their vendor's retry schedule).
     Returns {"requeued": [ids], "skipped": [{"id", "reason"}]}."""
     requeued: list[str] = []
@@ -294,7 +295,7 @@ def requeue_failed(redis: Redis, s: Settings | None, items: list[dict[str, Any]]
                 skipped.append({"id": item["id"], "reason": "no longer in the failed registry"})
         elif actions.is_outcome_unknown(item):
             skipped.append({"id": item["id"], "reason": _UNKNOWN_SKIPPED})
-        elif actions.requeue(redis, item["id"], actions.policy(s, item["kind"])):
+        elif actions.requeue(redis, item["id"], actions.policy(settings, item["kind"])):
             requeued.append(item["id"])
         else:
             skipped.append({"id": item["id"], "reason": "its job is gone (past its failure_ttl) or no longer "
@@ -304,7 +305,7 @@ def requeue_failed(redis: Redis, s: Settings | None, items: list[dict[str, Any]]
 
 # --- live jobs and transcodes (GET /api/live/jobs/{id}, GET /api/transcodes) -------------------
 
-def live_job(redis: Redis, s: Settings | None, job_id: str) -> dict[str, Any] | None:
+def live_job(redis: Redis, settings: Settings | None, job_id: str) -> dict[str, Any] | None:
     """A live job as a whole: its script timeline, its room's stream states (each with the job
     it belonged to, while that event is kept) and the converters following that room."""
     shown = timeline.show(redis, job_id)
@@ -314,9 +315,9 @@ def live_job(redis: Redis, s: Settings | None, job_id: str) -> dict[str, Any] | 
     latest = streams.latest(redis, room_id) if room_id else None
     history = streams.history(redis, room_id) if room_id else []  # stream order; each state keeps its job_id
     converters = []
-    if s is not None and s.flighthub is not None and room_id:
+    if settings is not None and settings.flighthub is not None and room_id:
         output_url = shown.get("output_url") or (latest or {}).get("output_url") or ""
-        for binding in converter.bindings_for(s.flighthub, room_id, output_url):
+        for binding in converter.bindings_for(settings.flighthub, room_id, output_url):
             key = converter.binding_key(binding)
             created = redis.get(converter.CREATED_PREFIX + key)
             converter_id = binding.converter_id or (created.decode() if created else None)
