@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, make_response, redirect, render_template, request, url_for
@@ -106,6 +107,14 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
                                          csrf=session.csrf if session else "", **context), status)
 
 
+def _page_and_part(rule: str, name: str, context: Callable[..., dict[str, Any]], part_rule: str | None = None) -> None:
+    """The page ``<name>.html`` at ``rule`` and the fragment its script re-fetches, ``_<name>.html``
+    at ``<rule>.part`` (endpoint ``<name>_part``), both rendered from one context."""
+    bp.add_url_rule(rule, name, lambda **args: _page(f"{name}.html", **context(**args)))
+    bp.add_url_rule(part_rule or f"{rule}.part", f"{name}_part",
+                    lambda **args: _page(f"_{name}.html", **context(**args)))
+
+
 def _audit(action: str, **detail: Any) -> None:
     audit.record(_runtime()[0], g.console_session.who, action, "console", **detail)
 
@@ -162,14 +171,7 @@ def _overview_context() -> dict[str, Any]:
     return {"o": doc, "chart": traffic_chart(doc["traffic"])}
 
 
-@bp.get("/")
-def overview() -> Response:
-    return _page("overview.html", **_overview_context())
-
-
-@bp.get("/overview.part")
-def overview_part() -> Response:
-    return _page("_overview.html", **_overview_context())
+_page_and_part("/", "overview", _overview_context, part_rule="/overview.part")
 
 
 # --- events ----------------------------------------------------------------------------------------
@@ -364,14 +366,7 @@ def _streams_context() -> dict[str, Any]:
     return {"streams": streams, "live_states": dashboard.LIVE_STATES}
 
 
-@bp.get("/streams")
-def streams() -> Response:
-    return _page("streams.html", **_streams_context())
-
-
-@bp.get("/streams.part")
-def streams_part() -> Response:
-    return _page("_streams.html", **_streams_context())
+_page_and_part("/streams", "streams", _streams_context)
 
 
 def _stream_context(room_id: str) -> dict[str, Any]:
@@ -396,20 +391,15 @@ def _profiles_applied(redis: Redis, history: list[dict[str, Any]], last: int = 2
         for action in actions.event_actions(redis, entry.get("event_id") or ""):
             if actions.action_of(action.get("kind")) == actions.VIDEO_SETTINGS_RECONCILE:
                 params = action.get("params") or {}
+                # A binding's reconcile names its batch, not its phones: its result counts them.
+                instances = len(params.get("instance_ids") or []) or (action.get("result") or {}).get("instances", 0)
                 out.append({"state": entry.get("state"), "profile": params.get("profile"),
-                            "instances": len(params.get("instance_ids") or []), "status": action.get("status"),
+                            "instances": instances, "status": action.get("status"),
                             "updated_at": action.get("updated_at"), "id": action["id"]})
     return out
 
 
-@bp.get("/streams/<room_id>")
-def stream(room_id: str) -> Response:
-    return _page("stream.html", **_stream_context(room_id))
-
-
-@bp.get("/streams/<room_id>.part")
-def stream_part(room_id: str) -> Response:
-    return _page("_stream.html", **_stream_context(room_id))
+_page_and_part("/streams/<room_id>", "stream", _stream_context)
 
 
 # --- transcodes ------------------------------------------------------------------------------------
@@ -422,14 +412,7 @@ def _transcodes_context() -> dict[str, Any]:
             "part_url": url_for("console.transcodes_part", **({"state": state} if state else {}))}
 
 
-@bp.get("/transcodes")
-def transcodes() -> Response:
-    return _page("transcodes.html", **_transcodes_context())
-
-
-@bp.get("/transcodes.part")
-def transcodes_part() -> Response:
-    return _page("_transcodes.html", **_transcodes_context())
+_page_and_part("/transcodes", "transcodes", _transcodes_context)
 
 
 # --- rejected callbacks, audit log -----------------------------------------------------------------
