@@ -28,8 +28,7 @@ from app.core.config import Settings
 from app.core.events import EVENT_PREFIX, read_event
 from app.sources import SOURCES, cdnetworks, metastudio
 from app.sources.base import Parsed
-from workers import converter, streams, timeline, transcode, video_settings
-from workers.context import settings
+from workers import context, converter, streams, timeline, transcode, video_settings
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,13 @@ EffectPlanner = Callable[[Redis, Settings, str, dict[str, Any]], Plan]  # (redis
 
 # --- planners -------------------------------------------------------------------------------
 
-def _upload(redis: Redis, s: Settings, ev: Incoming) -> Plan:
-    if s.transcoder is None:
+def _upload(redis: Redis, settings: Settings, ev: Incoming) -> Plan:
+    if settings.transcoder is None:
         return [], ["[transcoder] is not configured: no transcodes"]
-    return transcode.plan_upload(redis, s.transcoder, ev.data["data"]["videoListInfo"], ev.event_id)
+    return transcode.plan_upload(redis, settings.transcoder, ev.data["data"]["videoListInfo"], ev.event_id)
 
 
-def _vendor_transcoded(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+def _vendor_transcoded(redis: Redis, settings: Settings, ev: Incoming) -> Plan:
     return [], ["CDNetworks finished its own transcoding: recorded, nothing to call"]
 
 
@@ -72,7 +71,7 @@ STREAM_EFFECTS: tuple[EffectPlanner, ...] = (
 )
 
 
-def _stream_state(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+def _stream_state(redis: Redis, settings: Settings, ev: Incoming) -> Plan:
     """Keep the state, then let each effect queue its reconciles (each converges on the stream's
     target state, whatever order the events come in)."""
     msg = ev.data
@@ -84,7 +83,7 @@ def _stream_state(redis: Redis, s: Settings, ev: Incoming) -> Plan:
         f"a state ordered after this one is recorded for room {msg['room_id']} ({latest['state']}, job "
         f"{latest['job_id']}); converging on the room's target state"]
     for plan in STREAM_EFFECTS:
-        more_ids, more_notes = plan(redis, s, ev.event_id, msg)
+        more_ids, more_notes = plan(redis, settings, ev.event_id, msg)
         action_ids += more_ids
         notes += more_notes
     return action_ids, notes
@@ -94,12 +93,12 @@ SWITCH_NOTES = {"older": ["a switch ordered after this one already moved the scr
                 "same": ["the script timeline already showed this paragraph"]}
 
 
-def _script_switch(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+def _script_switch(redis: Redis, settings: Settings, ev: Incoming) -> Plan:
     outcome = timeline.script_switched(redis, ev.data, ev.received_at, ev.event_id, ev.sent_at)
     return [], SWITCH_NOTES.get(outcome, [])
 
 
-def _reply_finished(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+def _reply_finished(redis: Redis, settings: Settings, ev: Incoming) -> Plan:
     timeline.reply_finished(redis, ev.data, ev.received_at)
     return [], []
 
@@ -116,12 +115,12 @@ ROUTES: dict[tuple[str, str], Planner] = {
 }
 
 
-def decide(redis: Redis, s: Settings, ev: Incoming) -> Plan:
+def decide(redis: Redis, settings: Settings, ev: Incoming) -> Plan:
     """(action ids queued, notes on what was not done and why) for one event."""
     planner = ROUTES.get((ev.source, ev.event_type))
     if planner is None:
         return [], [f"no actions for {ev.event_type}"]
-    return planner(redis, s, ev)
+    return planner(redis, settings, ev)
 
 
 # --- the job --------------------------------------------------------------------------------
@@ -152,7 +151,7 @@ def _process(event_id: str) -> str:
     ev = Incoming(event_id=event_id, source=record["source"], event_type=parsed.event_type, data=parsed.data,
                   received_at=float(record["received_at"]),
                   sent_at=float(record["sent_at"]) if record.get("sent_at") else None)
-    action_ids, notes = decide(redis, settings(), ev)
+    action_ids, notes = decide(redis, context.settings(), ev)
     redis.hset(EVENT_PREFIX + event_id, mapping={"status": "processed", "processed_at": repr(time.time()),
                              "actions": json.dumps(action_ids), "notes": json.dumps(notes)})
     log.info("event %s processed (%s): %d action(s)", event_id, parsed.event_type, len(action_ids))

@@ -42,13 +42,14 @@ def _binding(cfg: KooPhone, key: str) -> KooPhoneBinding | None:
     return next((b for b in cfg.bindings if binding_key(b) == key), None)
 
 
-def plan(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any]) -> tuple[list[str], list[str]]:
+def plan(redis: Redis, settings: Settings, event_id: str, msg: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Queue the reconciles of the room's bindings that name this state, unless the event's job is
     not the room's current job (then it moves no phones)."""
-    if s.koophone is None:
+    phones = settings.koophone
+    if phones is None:
         return [], ["[koophone] is not configured: no cloud-phone settings"]
     room_id, state = msg["room_id"], msg["state"]
-    bindings = [(n, b) for n, b in enumerate(s.koophone.bindings) if b.room_id == room_id and state in b.on_state]
+    bindings = [(n, b) for n, b in enumerate(phones.bindings) if b.room_id == room_id and state in b.on_state]
     if not bindings:
         return [], []
     current = streams.current_job(streams.states(redis, room_id))
@@ -59,7 +60,7 @@ def plan(redis: Redis, s: Settings, event_id: str, msg: dict[str, Any]) -> tuple
     for n, binding in bindings:
         for b, _ in enumerate(koophone.batches(binding.instance_ids)):
             action_id = f"koophone-{event_id}-{n}-{b}"
-            actions.enqueue(redis, action_id, VIDEO_SETTINGS_RECONCILE, event_id=event_id, policy=s.koophone.http,
+            actions.enqueue(redis, action_id, VIDEO_SETTINGS_RECONCILE, event_id=event_id, policy=phones.http,
                             params={"action_id": action_id, "binding": binding_key(binding), "batch": b,
                                     "room_id": room_id, "state": state, "profile": binding.on_state[state]})
             action_ids.append(action_id)
