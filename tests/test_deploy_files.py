@@ -256,15 +256,16 @@ def operations_config() -> dict:
 
 
 def test_operations_config_loads_with_the_secrets_from_the_environment():
-    s = build(operations_config(), env=SECRETS)
-    assert s.metastudio_source and s.cdnetworks_source and s.admin_token == SECRETS["MEDIAHOOK_ADMIN_TOKEN"]
-    assert s.spool_dir.startswith("/var/lib/mediahook/")  # the units' StateDirectory
+    settings = build(operations_config(), env=SECRETS)
+    assert settings.metastudio_source and settings.cdnetworks_source
+    assert settings.admin_token == SECRETS["MEDIAHOOK_ADMIN_TOKEN"]
+    assert settings.spool_dir.startswith("/var/lib/mediahook/")  # the units' StateDirectory
 
 
 def test_example_config_documents_the_operations_sections():
     example = DEPLOY / "mediahook.example.toml"
-    s = load({"MEDIAHOOK_CONFIG": str(example), **SECRETS})
-    assert s.admin_token == SECRETS["MEDIAHOOK_ADMIN_TOKEN"]
+    settings = load({"MEDIAHOOK_CONFIG": str(example), **SECRETS})
+    assert settings.admin_token == SECRETS["MEDIAHOOK_ADMIN_TOKEN"]
     text = example.read_text()
     for key in ("[admin]", "token", "MEDIAHOOK_ADMIN_TOKEN", "[web]", "trusted_proxies", "[logging]", "format",
                 "level", "redis+sentinel://", "<service_name>"):
