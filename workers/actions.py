@@ -8,6 +8,9 @@ queues it twice. Its record ``mh:action:<id>`` keeps status, attempts and the la
 Failures: a transient ``VendorError`` (or an unexpected exception) is retried on the RQ
 ``Retry`` schedule (exponential, jittered, ``Retry-After`` honoured); a permanent one fails at
 once, keeping the vendor's code and message.
+
+Every kind of action is one entry of ``KINDS`` (its vendor, config section and job), and every
+job body runs inside ``running`` (see docs/architecture.md, "Actions").
 """
 
 from __future__ import annotations
