@@ -18,6 +18,7 @@ from app.cli import vendor as cli_vendor
 from app.core import config as settings_mod
 from app.core.config import ConfigError, Settings
 from app.core.queues import QUEUES
+from workers.pool import DEFAULT_MAX_JOBS, DEFAULT_MAX_MEMORY_MB, DEQUEUE_STRATEGY
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_CONFIG = ROOT / "deploy" / "mediahook.dev.toml"
@@ -93,11 +94,11 @@ def _wait_for_redis(redis, log, max_delay: float = 30.0) -> None:
 @main.command()
 @click.option("--processes", type=click.IntRange(min=1), default=None, envvar="MEDIAHOOK_WORKER_PROCESSES",
               help="Job processes in the pool [default: the number of cores].")
-@click.option("--max-jobs", type=click.IntRange(min=0), default=10_000, show_default=True,
+@click.option("--max-jobs", type=click.IntRange(min=0), default=DEFAULT_MAX_JOBS, show_default=True,
               envvar="MEDIAHOOK_WORKER_MAX_JOBS", help="Recycle a job process after this many jobs (0: never).")
-@click.option("--max-memory", type=click.IntRange(min=0), default=300, show_default=True,
+@click.option("--max-memory", type=click.IntRange(min=0), default=DEFAULT_MAX_MEMORY_MB, show_default=True,
               envvar="MEDIAHOOK_WORKER_MAX_MEMORY_MB", help="Recycle a job process once it holds more MB (0: never).")
-@click.option("--dequeue-strategy", type=click.Choice(["round_robin", "default", "random"]), default="round_robin",
+@click.option("--dequeue-strategy", type=click.Choice(["round_robin", "default", "random"]), default=DEQUEUE_STRATEGY,
               show_default=True, help="round_robin: each process takes the events and actions queues in "
                                       "turn, so neither starves; default: events always first (RQ's).")
 @click.option("--worker-class", default="workers.pool.PoolWorker", show_default=True,
