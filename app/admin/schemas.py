@@ -12,8 +12,9 @@ import math
 import re
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, pre_dump, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
+from app.core.fields import Strict
 from app.sources import SOURCES
 
 EVENT_STATUSES = ("queued", "ignored", "processed")
@@ -60,14 +61,9 @@ class Instant(fields.AwareDateTime):
         return super()._deserialize(value, attr, data, **kwargs).timestamp()
 
 
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
 # --- requests -------------------------------------------------------------------------------
 
-class EventsQuery(_Strict):
+class EventsQuery(Strict):
     source = fields.String(validate=validate.OneOf(tuple(SOURCES)))
     type = fields.String(validate=validate.Length(min=1, max=64),
                          metadata={"description": "event type, e.g. VOD_UPLOAD"})
@@ -87,7 +83,7 @@ class EventsQuery(_Strict):
             raise ValidationError("Must not be before since.", "until")
 
 
-class FailedQuery(_Strict):
+class FailedQuery(Strict):
     kind = fields.String(validate=validate.Length(min=1, max=64),
                          metadata={"description": "an action kind or its family: transcode, transcode.submit, "
                                                   "event.process"})
@@ -96,11 +92,11 @@ class FailedQuery(_Strict):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
 
-class TranscodesQuery(_Strict):
+class TranscodesQuery(Strict):
     video_id = fields.String(required=True, validate=_NAME)
 
 
-class RequeueFilter(_Strict):
+class RequeueFilter(Strict):
     kind = fields.String(validate=validate.Length(min=1, max=64))
     event_id = fields.String(validate=_NAME)
     vendor = fields.String(validate=validate.Length(min=1, max=64))
@@ -111,7 +107,7 @@ class RequeueFilter(_Strict):
             raise ValidationError("Give at least one of kind, event_id, vendor (or use all).")
 
 
-class RequeueRequest(_Strict):
+class RequeueRequest(Strict):
     """Exactly one of: ``id`` (one failed action or event job), ``filter``, ``all: true``."""
 
     id = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,256}$", error="Not an action or RQ job id."))
@@ -124,7 +120,7 @@ class RequeueRequest(_Strict):
             raise ValidationError("Give exactly one of id, filter, all.")
 
 
-class KooPhoneApplyRequest(_Strict):
+class KooPhoneApplyRequest(Strict):
     profile = fields.String(required=True, validate=validate.Length(min=1, max=64),
                             metadata={"description": "a [koophone.profiles] name"})
     instance_ids = fields.List(fields.String(validate=validate.Length(min=1, max=32)), required=True,
@@ -132,7 +128,7 @@ class KooPhoneApplyRequest(_Strict):
                                metadata={"description": "applied in batches of at most 100"})
 
 
-class LiveStartRequest(_Strict):
+class LiveStartRequest(Strict):
     room_id = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,128}$"))
     output_url = fields.String(required=True, validate=[
         validate.Length(max=2048),
@@ -141,7 +137,7 @@ class LiveStartRequest(_Strict):
                                metadata={"description": "a secret: sent to MetaStudio, never stored or shown"})
 
 
-class LiveStartAgainRequest(_Strict):
+class LiveStartAgainRequest(Strict):
     stream_key = fields.String(load_only=True, validate=validate.Length(min=1, max=512), metadata={
         "description": "only if the earlier start's job has expired (30 days): its key is kept nowhere else"})
 
@@ -410,7 +406,7 @@ class LiveJob(Schema):
 
 # --- what the console shows, for scripts too (GET /api/overview, /api/streams, ...) -------------
 
-class LimitQuery(_Strict):
+class LimitQuery(Strict):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
 
@@ -532,5 +528,5 @@ class VendorResumed(VendorStatus):
         "description": "the held actions queued again, in the order they were held (= the order they run)"})
 
 
-class VendorPauseRequest(_Strict):
+class VendorPauseRequest(Strict):
     reason = fields.String(validate=validate.Length(max=500), load_default=None, allow_none=True)

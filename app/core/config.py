@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
-from app.core.fields import flatten_errors
+from app.core.fields import Strict, flatten_errors
 from app.core.vendor_config import (
     VENDOR_SECRET_ENV,
     FlightHub,
@@ -103,12 +103,7 @@ def _url(value: str) -> None:
         raise ValidationError("Must not have a query string or fragment.")
 
 
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
-class MetaStudioSchema(_Strict):
+class MetaStudioSchema(Strict):
     auth_type = fields.String(load_default="MSS_A", validate=validate.OneOf(AUTH_TYPES))
     # The vendor limits the key to 32 characters.
     key = fields.String(load_default=None, validate=validate.Length(min=1, max=32))
@@ -127,17 +122,17 @@ class MetaStudioSchema(_Strict):
             )
 
 
-class CDNetworksSchema(_Strict):
+class CDNetworksSchema(Strict):
     token = fields.String(required=True, validate=validate.Length(min=8),
                           error_messages={"required": "required (or set MEDIAHOOK_CDNETWORKS_TOKEN)"})
 
 
-class SourcesSchema(_Strict):
+class SourcesSchema(Strict):
     metastudio = fields.Nested(MetaStudioSchema, load_default=None)
     cdnetworks = fields.Nested(CDNetworksSchema, load_default=None)
 
 
-class RedisSchema(_Strict):
+class RedisSchema(Strict):
     url = fields.String(load_default="redis://127.0.0.1:6379/0", validate=validate.Regexp(
         r"^(redis|rediss|unix|redis\+sentinel)://",
         error="Must be a redis://, rediss://, unix:// or redis+sentinel:// URL."))
@@ -158,7 +153,7 @@ class RedisSchema(_Strict):
 ADMIN_TOKEN_NAME = "admin"  # the name `[admin] token` goes by in the audit log
 
 
-class AdminSchema(_Strict):
+class AdminSchema(Strict):
     # Bearer token for /api/ (and the console's sign-in); without one, /api/ answers 401 (fail closed).
     token = fields.String(load_default=None, validate=validate.Length(min=16))
     # More tokens, one per person or system: name -> token. Any of them opens /api/ and the console.
@@ -183,17 +178,17 @@ def _network(value: str) -> None:
         raise ValidationError(f"Not an IP address or network: {value!r}.") from None
 
 
-class WebSchema(_Strict):
+class WebSchema(Strict):
     # Proxies (IPs or CIDRs) whose X-Forwarded-For/-Proto/-Host are believed; nobody else's.
     trusted_proxies = fields.List(fields.String(validate=_network), load_default=list)
 
 
-class LoggingSchema(_Strict):
+class LoggingSchema(Strict):
     format = fields.String(load_default="json", validate=validate.OneOf(("json", "text")))
     level = fields.String(load_default="INFO", validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR")))
 
 
-class SettingsSchema(_Strict):
+class SettingsSchema(Strict):
     public_base_url = fields.String(load_default=None, validate=_url)
     max_body_bytes = fields.Integer(load_default=1024 * 1024, validate=validate.Range(min=1024, max=64 * 1024 * 1024))
     dedup_window_seconds = fields.Integer(load_default=600, validate=validate.Range(min=1, max=7 * 86400))

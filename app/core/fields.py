@@ -1,4 +1,4 @@
-"""Marshmallow fields for the shapes vendors actually send."""
+"""Marshmallow fields for the shapes vendors actually send, and the strict schema base."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import math
 import re
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, ValidationError, fields
+
+
+class Strict(Schema):
+    """Refuses unknown keys (config sections, admin API requests): a typo is an error, never a
+    key silently ignored in favour of a default. Callback schemas keep unknown fields instead."""
+
+    class Meta:
+        unknown = RAISE
 
 
 class JSONString(fields.Field):

@@ -11,7 +11,9 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import ValidationError, fields, post_load, validate, validates_schema
+
+from app.core.fields import Strict
 
 STREAM_STATES = ("CONNECTING", "CONNECTED", "DISCONNECTED", "RECONNECTING", "END")
 # Muducloud's task_config_temp_id per rung of the ladder.
@@ -96,15 +98,10 @@ class MetaStudioApi:
     http: HttpPolicy
 
 
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
 _BASE_URL = validate.Regexp(r"^https?://[^/?#]+(/[^?#]*)?$", error="Must be an http(s) base URL.")
 
 
-class _VendorSchema(_Strict):
+class _VendorSchema(Strict):
     base_url = fields.String(required=True, validate=_BASE_URL)
     connect_timeout = fields.Float(load_default=3.0, validate=validate.Range(min=0.1, max=60))
     read_timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
@@ -160,14 +157,14 @@ class TranscoderSchema(_VendorSchema):
                           **data)
 
 
-class _CreateConverterSchema(_Strict):
+class _CreateConverterSchema(Strict):
     converter_name = fields.String(required=True, validate=validate.Length(min=1, max=64))
     sn = fields.String(required=True, validate=validate.Length(min=1))
     camera_index = fields.String(required=True, validate=validate.Length(min=1))
     url = fields.String(required=True, validate=validate.Regexp(r"^rtmps?://", error="Must be an rtmp:// URL."))
 
 
-class _ConverterBindingSchema(_Strict):
+class _ConverterBindingSchema(Strict):
     room_id = fields.String(load_default=None, validate=validate.Length(min=1))
     output_url = fields.String(load_default=None, validate=validate.Length(min=1))
     converter_id = fields.String(load_default=None, validate=validate.Length(min=1))
@@ -203,20 +200,20 @@ def _hundreds(value: int) -> None:
         raise ValidationError("Must be a multiple of 100 (kbit/s).")
 
 
-class _SpecSchema(_Strict):
+class _SpecSchema(Strict):
     """One definition's video spec, in the vendor's ranges."""
 
     code_rate = fields.Integer(required=True, strict=True, validate=[validate.Range(min=100, max=10000), _hundreds])
     fps = fields.Integer(required=True, strict=True, validate=validate.OneOf((30, 60)))
 
 
-class _ProfileSchema(_Strict):
+class _ProfileSchema(Strict):
     definition_540P = fields.Nested(_SpecSchema, required=True)
     definition_720P = fields.Nested(_SpecSchema, required=True)
     definition_1080P = fields.Nested(_SpecSchema, required=True)
 
 
-class _KooPhoneBindingSchema(_Strict):
+class _KooPhoneBindingSchema(Strict):
     room_id = fields.String(required=True, validate=validate.Length(min=1))
     instance_ids = fields.List(fields.String(validate=validate.Length(min=1, max=32)), required=True,
                                validate=validate.Length(min=1))
