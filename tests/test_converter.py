@@ -142,7 +142,7 @@ def test_end_processed_before_an_earlier_connected_leaves_it_off(vendor_app, sim
     assert converter(sim.url, converter_id)["auto_push_stream"] is False
     assert history(sim.url, converter_id) == [False]  # never switched on
     assert streams.latest(redis_client, ROOM)["state"] == "END"
-    assert [h["state"] for h in streams.history(redis_client, ROOM)] == ["CONNECTED", "END"]
+    assert [h["state"] for h in streams.states(redis_client, ROOM)] == ["CONNECTED", "END"]
     late = actions.record(redis_client, action_id(connected))["result"]
     assert (late["state"], late["auto_push_stream"], late["changed"]) == ("END", False, False)
     assert any("ordered after this one" in n for n in ops.event_details(redis_client, connected)["notes"])

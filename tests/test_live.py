@@ -130,7 +130,7 @@ def test_live_start_points_the_callbacks_at_this_service(auth_type, web_at, make
     assert (shown["shoot_script_sequence_no"], shown["shoot_script_title"]) == ("2", "Paragraph 2")
     assert len(shown["finished_replies"]) == 1
     assert streams.latest(redis_client, ROOM)["state"] == "END"
-    assert [h["state"] for h in streams.history(redis_client, ROOM)] == ["CONNECTING", "CONNECTED", "END"]
+    assert [h["state"] for h in streams.states(redis_client, ROOM)] == ["CONNECTING", "CONNECTED", "END"]
     converter_id = redis_client.get(CREATED_PREFIX + f"room-{ROOM}").decode()
     assert converter(sim.url, converter_id)["auto_push_stream"] is False
 

@@ -79,8 +79,8 @@ def test_disconnected_signed_before_connected_but_delivered_after_stays_on(vendo
     drive(lambda: idle(redis_client), what="both events and their reconciles")
     assert converter_now(sim.url, redis_client)["auto_push_stream"] is True
     assert streams.latest(redis_client, ROOM)["state"] == "CONNECTED"
-    assert [h["state"] for h in streams.history(redis_client, ROOM)] == ["DISCONNECTED", "CONNECTED"]
-    assert streams.history(redis_client, ROOM)[0]["event_id"] == late
+    assert [h["state"] for h in streams.states(redis_client, ROOM)] == ["DISCONNECTED", "CONNECTED"]
+    assert streams.states(redis_client, ROOM)[0]["event_id"] == late
     assert applied_rates(koophone_instance(sim.url, "phone-1")) == {NORMAL}
 
 
@@ -155,7 +155,7 @@ def test_order_is_signed_time_then_arrival(redis_client):
     record(redis_client, "e1", "CONNECTING", received_at=101.0, sent_at=101.0)
     record(redis_client, "e2", "CONNECTED", received_at=102.5, sent_at=101.0)  # same second: arrival decides
     record(redis_client, "e2", "CONNECTED", received_at=102.5, sent_at=101.0)  # a replay adds nothing
-    assert [e["event_id"] for e in streams.history(redis_client, ROOM)] == ["e3", "e1", "e2"]
+    assert [e["event_id"] for e in streams.states(redis_client, ROOM)] == ["e3", "e1", "e2"]
     assert streams.latest(redis_client, ROOM)["state"] == "CONNECTED"
     assert streams.target(streams.states(redis_client, ROOM), {"CONNECTED", "DISCONNECTED"})["event_id"] == "e2"
 

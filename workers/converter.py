@@ -162,24 +162,20 @@ def _switch(cfg: FlightHub, redis: Redis, key: str, spec: ConverterBinding, conv
 
 
 def _converge(cfg: FlightHub, redis: Redis, key: str, spec: ConverterBinding) -> dict:
-    ref = binding_ref(spec)
     changed = False
-    for _ in range(5):
-        stream = streams.target(streams.states(redis, ref), DESIRED)
-        if stream is None:
-            latest = streams.latest(redis, ref)
-            raise Skip(f"stream state {latest['state'] if latest else 'unknown'} leaves the converter as it is")
+
+    def apply(stream: dict) -> dict | None:
+        nonlocal changed
         desired = DESIRED[stream["state"]]
         converter_id = ensure_converter(cfg, redis, key, spec)
         if not _applied(redis, converter_id, desired):
             if not _switch(cfg, redis, key, spec, converter_id, stream, desired):
-                continue  # deleted at FlightHub: the next round creates it again
+                return None  # deleted at FlightHub: the next round creates it again
             changed = True
-        after = streams.target(streams.states(redis, ref), DESIRED)
-        if after and after["event_id"] == stream["event_id"]:
-            return {"converter_id": converter_id, "auto_push_stream": desired, "state": stream["state"],
-                    "event_id": stream["event_id"], "changed": changed}
-    raise RuntimeError("stream state kept changing during the reconcile; retrying")
+        return {"converter_id": converter_id, "auto_push_stream": desired, "changed": changed}
+
+    return streams.converge(redis, binding_ref(spec), DESIRED, apply,
+                            lambda state: Skip(f"stream state {state} leaves the converter as it is"))
 
 
 def converter_state(redis: Redis, converter_id: str) -> dict:

@@ -313,7 +313,7 @@ def live_job(redis: Redis, settings: Settings | None, job_id: str) -> dict[str, 
         return None
     room_id = shown.get("room_id") or ""
     latest = streams.latest(redis, room_id) if room_id else None
-    history = streams.history(redis, room_id) if room_id else []  # stream order; each state keeps its job_id
+    history = streams.states(redis, room_id) if room_id else []  # stream order; each state keeps its job_id
     converters = []
     if settings is not None and settings.flighthub is not None and room_id:
         output_url = shown.get("output_url") or (latest or {}).get("output_url") or ""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Container
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 from redis import Redis
@@ -94,9 +94,30 @@ def latest(redis: Redis, ref: str) -> dict[str, Any] | None:
     return target(states(redis, ref))
 
 
-def history(redis: Redis, ref: str) -> list[dict[str, Any]]:
-    """Every state of a room, all jobs, in stream order."""
-    return states(redis, ref)
+CONVERGE_ROUNDS = 5
+
+
+def converge(redis: Redis, ref: str, targets: Mapping[str, Any], apply: Callable[[dict[str, Any]], dict | None],
+             unasked: Callable[[str], Exception]) -> dict[str, Any]:
+    """Bring something (a converter, a batch of phones) to what the stream's target state asks
+    for, and check the target did not change meanwhile: a state recorded during the vendor call
+    is applied by the next round, so the effect ends on the latest state, not the one read first.
+
+    ``apply(stream)`` acts for that target entry and returns its result, or None to go round
+    again (what it acted on was gone); ``unasked(state)`` is raised when no state asks anything.
+    """
+    for _ in range(CONVERGE_ROUNDS):
+        stream = target(states(redis, ref), targets)
+        if stream is None:
+            now = latest(redis, ref)
+            raise unasked(now["state"] if now else "unknown")
+        result = apply(stream)
+        if result is None:
+            continue
+        after = target(states(redis, ref), targets)
+        if after and after["event_id"] == stream["event_id"]:
+            return {**result, "state": stream["state"], "event_id": stream["event_id"]}
+    raise RuntimeError("stream state kept changing while it was applied; retrying")
 
 
 def stream_history(redis: Redis, room_id: str, job_id: str) -> list[dict[str, Any]]:

@@ -83,22 +83,19 @@ def reconcile(action_id: str, binding: str, batch: int, room_id: str | None = No
 
 def _converge(redis: Redis, cfg: KooPhone, spec: KooPhoneBinding, instance_ids: list[str], action_id: str) -> dict:
     changed = False
-    for _ in range(5):
-        stream = streams.target(streams.states(redis, spec.room_id), spec.on_state)
-        if stream is None:
-            latest = streams.latest(redis, spec.room_id)
-            raise Skip(f"stream state {latest['state'] if latest else 'unknown'} names no profile")
+
+    def apply(stream: dict) -> dict:
+        nonlocal changed
         profile = spec.on_state[stream["state"]]
         if profile not in cfg.profiles:
             raise Skip(f"no profile {profile!r} in [koophone.profiles] any more")
         if not _applied(redis, instance_ids, profile):
             _put(redis, cfg, instance_ids, profile, action_id)
             changed = True
-        after = streams.target(streams.states(redis, spec.room_id), spec.on_state)
-        if after and after["event_id"] == stream["event_id"]:
-            return {"profile": profile, "instances": len(instance_ids), "state": stream["state"],
-                    "event_id": stream["event_id"], "changed": changed}
-    raise RuntimeError("stream state kept changing during the apply; retrying")
+        return {"profile": profile, "instances": len(instance_ids), "changed": changed}
+
+    return streams.converge(redis, spec.room_id, spec.on_state, apply,
+                            lambda state: Skip(f"stream state {state} names no profile"))
 
 
 def _applied(redis: Redis, instance_ids: list[str], profile: str) -> bool:
