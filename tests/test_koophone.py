@@ -23,7 +23,7 @@ from tests.vendor_harness import (
     stream_event,
     toml_dumps,
 )
-from workers import actions, ops
+from workers import actions, ops, vendor_control
 from workers.clients.koophone import expand_profile
 from workers.context import settings as worker_settings
 from workers.video_settings import INSTANCE_PREFIX
@@ -71,12 +71,16 @@ def test_reconnecting_applies_low_then_connected_normal(vendor_app, sim, drive, 
 
 
 def test_apply_converges_on_the_latest_state_not_its_own(vendor_app, sim, drive, redis_client):
-    """RECONNECTING then CONNECTED, both decided before either apply runs: the first apply already
-    applies CONNECTED's profile, the second finds it applied: one call, normal."""
+    """RECONNECTING then CONNECTED, both decided before either apply runs (KooPhone paused, so
+    both are held): the first apply already applies CONNECTED's profile, the second finds it
+    applied: one call, normal."""
     client = vendor_app.test_client()
+    vendor_control.pause(redis_client, "koophone")
     reconnecting = post_live(client, stream_event(ROOM, "RECONNECTING"))
     connected = post_live(client, stream_event(ROOM, "CONNECTED"))
     ids = [f"koophone-{reconnecting}-0-0", f"koophone-{connected}-0-0"]
+    drive(lambda: statuses(redis_client, ids) == [vendor_control.HELD] * 2, what="both applies decided and held")
+    assert vendor_control.resume(redis_client, "koophone")["released"] == ids
     drive(lambda: all(s in DONE for s in statuses(redis_client, ids)), what="both applies")
     assert statuses(redis_client, ids) == ["succeeded", "succeeded"]
     results = [actions.record(redis_client, i)["result"] for i in ids]

@@ -25,13 +25,18 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
 from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.results import Result
+from rq.scripts import save_unique_job
+from rq.timeouts import JobTimeoutException
+from rq.utils import now as rq_now
 
 from app.core import counters, logs
 from app.core.config import Settings
@@ -183,9 +188,14 @@ def enqueue(redis: Redis, action_id: str, action: Action, *, event_id: str | Non
             policy: HttpPolicy | None, delay: float | None = None, timeout: int = 300) -> str:
     """Queue an action once (its job: ``action.job``, called with ``params``). Returns "queued",
     "exists" (already queued, running or done) or "requeued" (it had failed for good; a replay
-    runs it again)."""
+    runs it again).
+
+    Inside ``first_attempts_here`` (the event job), a new action without a delay gets its job
+    saved but not pushed: the event job runs its first attempt itself (``run_first_attempts``)."""
     kind = action.kind
     key = ACTION_PREFIX + action_id
+    batch = _batch.get()
+    here = batch is not None and not delay
     pipe = redis.pipeline()
     pipe.hsetnx(key, "created_at", _now())
     # The record is for people to read: secrets (a stream_key) stay in the RQ job only.
@@ -199,11 +209,16 @@ def enqueue(redis: Redis, action_id: str, action: Action, *, event_id: str | Non
     pipe.expire(key, ACTION_TTL)
     # nx: a repeat keeps its first time; a repeat of a finished action is dropped by the sweep.
     pipe.zadd(OPEN_INDEX, {action_id: time.time()}, nx=True)
+    if here:
+        # While this job is live the sweep counts the action live too (its own job is in no queue).
+        pipe.hset(key, RUN_BY, batch.job_id)
     pipe.execute()
 
     try:
-        _enqueue_job(redis, action_id, action.job, kind=kind, params=params, policy=policy, delay=delay,
-                     timeout=timeout)
+        job = _enqueue_job(redis, action_id, action.job, kind=kind, params=params, policy=policy, delay=delay,
+                           timeout=timeout, push=not here)
+        if here:
+            batch.jobs.append(job)
         return "queued"
     except DuplicateJobError:
         pass
@@ -212,15 +227,22 @@ def enqueue(redis: Redis, action_id: str, action: Action, *, event_id: str | Non
 
 
 def _enqueue_job(redis: Redis, action_id: str, func: str, *, kind: str, params: dict[str, Any],
-                 policy: HttpPolicy | None, delay: float | None = None, timeout: int = 300) -> None:
+                 policy: HttpPolicy | None, delay: float | None = None, timeout: int = 300,
+                 push: bool = True) -> Job:
+    """The action's RQ job, once (``DuplicateJobError`` if it exists): queued, scheduled
+    (``delay``), or only saved (``push`` False: its first attempt is run by the caller)."""
     queue = Queue(ACTIONS_QUEUE, connection=redis)
-    options = dict(job_id=job_id(action_id), unique=True, retry=retry_schedule(policy) if policy else None,
-                   result_ttl=ACTION_TTL, failure_ttl=ACTION_TTL, job_timeout=timeout,
-                   description=f"{kind} {action_id}", meta={"action_id": action_id})
+    options = dict(job_id=job_id(action_id), retry=retry_schedule(policy) if policy else None,
+                   result_ttl=ACTION_TTL, failure_ttl=ACTION_TTL, description=f"{kind} {action_id}",
+                   meta={"action_id": action_id})
     if delay:
-        queue.enqueue_in(_seconds(delay), func, kwargs=params, **options)
-    else:
-        queue.enqueue(func, kwargs=params, **options)
+        return queue.enqueue_in(_seconds(delay), func, kwargs=params, unique=True, job_timeout=timeout, **options)
+    if push:
+        return queue.enqueue(func, kwargs=params, unique=True, job_timeout=timeout, **options)
+    job = queue.create_job(func, kwargs=params, timeout=timeout, status=JobStatus.QUEUED, **options)
+    job.enqueued_at = rq_now()
+    save_unique_job(redis, queue.key, job, enqueue=False)  # atomic: saved once, else DuplicateJobError
+    return job
 
 
 def requeue(redis: Redis, action_id: str, policy: HttpPolicy | None = None,
@@ -290,17 +312,22 @@ def _seconds(delay: float):
     return timedelta(seconds=delay)
 
 
-def _update(redis: Redis, action_id: str, **fields: Any) -> None:
+def _update(redis: Redis, action_id: str, pipe: Any = None, **fields: Any) -> None:
+    """Write fields of an action record (and its place in the open index); with ``pipe``, into
+    the caller's pipeline (sent with its other writes), else at once."""
     mapping = {k: (json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in fields.items()}
     mapping["updated_at"] = _now()
-    pipe = redis.pipeline(transaction=False)
+    own = pipe is None
+    if own:
+        pipe = redis.pipeline(transaction=False)
     pipe.hset(ACTION_PREFIX + action_id, mapping=mapping)
     if "status" in fields:
         if fields["status"] in FINAL_STATUSES:
             pipe.zrem(OPEN_INDEX, action_id)
         else:
             pipe.zadd(OPEN_INDEX, {action_id: time.time()})
-    pipe.execute()
+    if own:
+        pipe.execute()
 
 
 @contextmanager
@@ -324,14 +351,16 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
         # A paused vendor's action waits before it does anything (workers/vendor_control.py).
         if vendor_control.hold_if_paused(redis, job, action_id, vendor):
             log.info("action %s held: vendor %s is paused", action_id, vendor)
-            logs.handled(job.id if job else None)
+            _logged(job)
             raise vendor_control.Held(f"vendor {vendor} is paused")
         out: dict[str, Any] = {}
         try:
             yield out
         except Skip as reason:
-            _update(redis, action_id, status="skipped", result={"skipped": str(reason)})
-            counters.count_action(redis, kind, label, "skipped")
+            pipe = redis.pipeline(transaction=False)
+            _update(redis, action_id, pipe, status="skipped", result={"skipped": str(reason)})
+            counters.count_action(redis, kind, label, "skipped", pipe=pipe)
+            pipe.execute()
             log.info("action %s skipped: %s", action_id, reason)
             return
         except VendorError as exc:
@@ -340,7 +369,7 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
                   outcome=OUTCOME_UNKNOWN if isinstance(exc, OutcomeUnknown) else None)
             # The vendor's answer is the whole story, logged above in one line: RQ's own ERROR
             # line with a traceback for it would be a second, misleading one (app/core/logs.py).
-            logs.handled(job.id if job else None)
+            _logged(job)
             raise
         except Exception as exc:
             # A bug or an unexpected reply: retried like a transient error, with the trace kept.
@@ -349,10 +378,20 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
             _fail(redis, job, action_id, error, transient=True, retry_after=None, kind=kind, vendor=label,
                   reason=counters.retry_reason(exc))
             raise
-        _update(redis, action_id, status="succeeded", result=out.get("result", {}))
-        redis.zrem(FAILED_INDEX, action_id)
-        counters.count_action(redis, kind, label, "succeeded")
+        # The outcome, the failed list and the metrics: one round trip.
+        pipe = redis.pipeline(transaction=False)
+        _update(redis, action_id, pipe, status="succeeded", result=out.get("result", {}))
+        pipe.zrem(FAILED_INDEX, action_id)
+        counters.count_action(redis, kind, label, "succeeded", pipe=pipe)
+        pipe.execute()
         log.info("action %s succeeded", action_id)
+
+
+def _logged(job: Job | None) -> None:
+    """The exception about to leave the job body is logged already. Only RQ's worker logs it a
+    second time (app/core/logs.py): an attempt run inside its event job is not RQ's to log."""
+    if job is not None and not _inline.get():
+        logs.handled(job.id)
 
 
 @dataclass(frozen=True)
@@ -385,6 +424,120 @@ def running(action_id: str, action: Action) -> Iterator[Run]:
         yield Run(redis, settings, cfg, out)
 
 
+# --- the first attempt, inside the event job --------------------------------------------------
+#
+# An event job that queues actions runs their first attempt itself, right after deciding them:
+# one RQ job per event instead of two, and no queue wait before the vendor call. Each action still
+# has its own RQ job (saved, not pushed), so everything after the first attempt is as before: a
+# retry or a hold is that job scheduled on RQ's Retry schedule, a permanent failure is that job
+# failed (requeue and replay work on it), and a crash mid-attempt is found by the sweep (the record
+# names its runner, ``RUN_BY``: live while that event job is, queued again once it is not).
+
+RUN_BY = "run_by"  # action record field: the id of the event job running its first attempt
+
+
+@dataclass
+class FirstAttempts:
+    """The actions queued by one event job, to be attempted by it."""
+
+    job_id: str  # the event job's
+    jobs: list[Job] = field(default_factory=list)
+
+
+_batch: ContextVar[FirstAttempts | None] = ContextVar("mediahook_first_attempts", default=None)
+_inline: ContextVar[bool] = ContextVar("mediahook_inline_attempt", default=False)
+
+
+@contextmanager
+def first_attempts_here() -> Iterator[FirstAttempts | None]:
+    """Inside, ``enqueue`` keeps a new action's first attempt for this job (None outside a job:
+    actions are queued as usual). Should the block fail, the kept ones are queued instead."""
+    job = get_current_job()
+    if job is None:
+        yield None
+        return
+    batch = FirstAttempts(job.id)
+    token = _batch.set(batch)
+    try:
+        yield batch
+    except BaseException:
+        _push(job.connection, batch.jobs)
+        raise
+    finally:
+        _batch.reset(token)
+
+
+def run_first_attempts(redis: Redis, batch: FirstAttempts | None) -> None:
+    """Run the kept first attempts, in the order they were queued. After a timeout of the event
+    job (its alarm has gone off: nothing bounds a further attempt) the rest are queued."""
+    pending = list(batch.jobs) if batch else []
+    queue = Queue(ACTIONS_QUEUE, connection=redis)
+    while pending:
+        job = pending.pop(0)
+        try:
+            timed_out = _attempt(redis, queue, job)
+        except BaseException:  # the job process is going down (a cold stop): its successors go on
+            _push(redis, pending)
+            raise
+        if timed_out:
+            _push(redis, pending)
+            return
+
+
+def _push(redis: Redis, jobs: list[Job]) -> None:
+    """Queue jobs kept for a first attempt here that will not get it (best effort: the sweep
+    queues whatever this misses, once the event job is gone)."""
+    if not jobs:
+        return
+    try:
+        queue = Queue(ACTIONS_QUEUE, connection=redis)
+        with redis.pipeline() as pipe:
+            for job in jobs:
+                queue.enqueue_job(job, pipeline=pipe)
+                pipe.hdel(ACTION_PREFIX + job.meta.get("action_id", job.id), RUN_BY)
+            pipe.execute()
+    except Exception:
+        log.exception("could not queue %d action(s) kept for the event job; the sweep will", len(jobs))
+
+
+def _attempt(redis: Redis, queue: Queue, job: Job) -> bool:
+    """One attempt of an action's job in this process, finished as RQ's worker finishes a job
+    (succeeded; retried on its schedule or held; failed). True if the event job's time ran out."""
+    action_id = job.meta.get("action_id", job.id)
+    job.started_at = rq_now()
+    token = _inline.set(True)
+    try:
+        result = job.perform()  # get_current_job() is the action's job inside (its retries, its hold)
+    except Exception as exc:
+        job.ended_at = rq_now()
+        if not isinstance(exc, (VendorError, vendor_control.Held)):
+            log.exception("action %s: exception raised while executing", action_id)  # as RQ's worker logs it
+        with redis.pipeline() as pipe:
+            if job.should_retry:
+                job.retry(queue, pipe)  # scheduled after its interval (or queued), as RQ's worker does
+            else:
+                exc_string = traceback.format_exc()
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                job.failed_job_registry.add(job, ttl=job.failure_ttl, exc_string=exc_string, pipeline=pipe)
+                Result.create_failure(job, job.failure_ttl, exc_string=exc_string, pipeline=pipe)
+            pipe.hdel(ACTION_PREFIX + action_id, RUN_BY)
+            pipe.execute()
+        return isinstance(exc, JobTimeoutException)
+    finally:
+        _inline.reset(token)
+    job.ended_at = rq_now()
+    with redis.pipeline() as pipe:
+        job.set_status(JobStatus.FINISHED, pipeline=pipe)
+        job.save(pipeline=pipe, include_meta=False, include_result=False)
+        Result.create(job, Result.Type.SUCCESSFUL, ttl=ACTION_TTL, return_value=result,
+                      pipeline=pipe)
+        job.finished_job_registry.add(job, ACTION_TTL, pipe)
+        job.cleanup(ACTION_TTL, pipeline=pipe, remove_from_queue=False)
+        pipe.hdel(ACTION_PREFIX + action_id, RUN_BY)
+        pipe.execute()
+    return False
+
+
 def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transient: bool,
           retry_after: float | None, kind: str | None, vendor: str, reason: str | None = None,
           outcome: str | None = None) -> None:
@@ -399,12 +552,14 @@ def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transie
         if index < len(intervals):
             intervals[index] = max(intervals[index], math.ceil(retry_after) + 1)
             job.retry_intervals = intervals
-    _update(redis, action_id, status="retrying" if will_retry else "failed", last_error=error,
+    pipe = redis.pipeline(transaction=False)
+    _update(redis, action_id, pipe, status="retrying" if will_retry else "failed", last_error=error,
             **({"outcome": outcome} if outcome else {}))
     if not will_retry:
-        redis.zadd(FAILED_INDEX, {action_id: time.time()})
+        pipe.zadd(FAILED_INDEX, {action_id: time.time()})
     counters.count_action(redis, kind, vendor, "retrying" if will_retry else "failed",
-                         retry_reason=reason if will_retry else None)
+                          retry_reason=reason if will_retry else None, pipe=pipe)
+    pipe.execute()
     # One line per outcome: a retry is a WARNING, a failure for good an ERROR (it is listed).
     log.log(logging.WARNING if will_retry else logging.ERROR, "action %s %s: %s", action_id,
             "will retry" if will_retry else "FAILED", error.get("message"))

@@ -1,9 +1,10 @@
 """The job run for every recorded event: decide its actions and queue them, each once.
 
 It re-reads the stored raw body through the same source schema the web side used, so what
-the workers act on is exactly what was validated. Deciding is quick and touches no vendor;
-the vendor calls are the actions' own jobs, with their own retries. Running it again (a
-replay) is safe: every action is keyed for idempotency.
+the workers act on is exactly what was validated. Deciding is quick and touches no vendor.
+Then the job makes the first attempt of each action it queued, once the event is marked
+processed; each action keeps its own RQ job for its retries (``actions.run_first_attempts``).
+Running it again (a replay) is safe: every action is keyed for idempotency.
 
 What an event type leads to is ``ROUTES``: (source, event type) -> planner. A planner records
 what the event says (stream state, script timeline) and queues the actions that follow; the
@@ -28,7 +29,7 @@ from app.core.config import Settings
 from app.core.events import EVENT_PREFIX, read_event
 from app.sources import SOURCES, cdnetworks, metastudio
 from app.sources.base import Parsed
-from workers import context, converter, streams, timeline, transcode, video_settings
+from workers import actions, context, converter, streams, timeline, transcode, video_settings
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,12 @@ def _process(event_id: str) -> str:
     ev = Incoming(event_id=event_id, source=record["source"], event_type=parsed.event_type, data=parsed.data,
                   received_at=float(record["received_at"]),
                   sent_at=float(record["sent_at"]) if record.get("sent_at") else None)
-    action_ids, notes = decide(redis, context.settings(), ev)
+    with actions.first_attempts_here() as first:
+        action_ids, notes = decide(redis, context.settings(), ev)
     redis.hset(EVENT_PREFIX + event_id, mapping={"status": "processed", "processed_at": repr(time.time()),
                              "actions": json.dumps(action_ids), "notes": json.dumps(notes)})
     log.info("event %s processed (%s): %d action(s)", event_id, parsed.event_type, len(action_ids))
+    # The new actions' first attempts, here: no second job and no queue wait before the vendor call
+    # (workers/actions.py, "the first attempt, inside the event job").
+    actions.run_first_attempts(redis, first)
     return "processed"

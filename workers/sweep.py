@@ -14,7 +14,9 @@ The sweep looks at
   last ``RECENT_SECONDS`` (``mh:events`` by time), and once every ``FULL_EVERY_SECONDS`` the
   whole index (it only holds events within their retention);
 - actions not final (``queued running retrying``) whose status is older than the grace, from
-  ``actions.OPEN_INDEX``, a sorted set of exactly those, kept by ``workers/actions.py``.
+  ``actions.OPEN_INDEX``, a sorted set of exactly those, kept by ``workers/actions.py``. An
+  action whose first attempt an event job runs (its record's ``run_by``) is live while that
+  event job is: its own job is saved but in no queue until then.
 
 What has no live job is checked again ``SETTLE_SECONDS`` later (a worker between its pop and
 its start is in no list for a moment) and, if still neither done nor live, queued again under
@@ -110,6 +112,11 @@ class _Suspect:
     what: str  # "event" | "action"
     id: str  # event id or action id
     job_id: str
+    run_by: str | None = None  # an action: the event job running its first attempt (actions.RUN_BY)
+
+    def live(self, live_ids: set[str]) -> bool:
+        """Its own job is live, or the event job running it is."""
+        return self.job_id in live_ids or (self.run_by is not None and self.run_by in live_ids)
 
 
 def from_worker(redis: Redis) -> Report | None:
@@ -239,11 +246,12 @@ def _suspects(redis: Redis, low: float | str, high: float, report: Report) -> li
         report.actions_checked += len(ids)
         pipe = redis.pipeline(transaction=False)
         for action_id in ids:
-            pipe.hget(actions.ACTION_PREFIX + action_id, "status")
+            pipe.hmget(actions.ACTION_PREFIX + action_id, "status", actions.RUN_BY)
         stale = []
-        for action_id, status in zip(ids, pipe.execute(), strict=True):
+        for action_id, (status, run_by) in zip(ids, pipe.execute(), strict=True):
             if _pending_action(status):
-                candidates.append(_Suspect("action", action_id, actions.job_id(action_id)))
+                candidates.append(_Suspect("action", action_id, actions.job_id(action_id),
+                                           run_by.decode() if run_by else None))
             else:
                 stale.append(action_id)  # final, or the record expired
         if stale and not report.dry_run:
@@ -252,7 +260,7 @@ def _suspects(redis: Redis, low: float | str, high: float, report: Report) -> li
     if not candidates:
         return []
     live = live_job_ids(redis)
-    return [s for s in candidates if s.job_id not in live]
+    return [s for s in candidates if not s.live(live)]
 
 
 def _suspects_still(redis: Redis, suspects: list[_Suspect]) -> list[tuple[_Suspect, str | None]]:
@@ -261,15 +269,17 @@ def _suspects_still(redis: Redis, suspects: list[_Suspect]) -> list[tuple[_Suspe
     pipe = redis.pipeline(transaction=False)
     for s in suspects:
         key = EVENT_PREFIX + s.id if s.what == "event" else actions.ACTION_PREFIX + s.id
-        pipe.hget(key, "status")
+        pipe.hmget(key, "status", actions.RUN_BY)
         pipe.hget(Job.key_for(s.job_id), "status")
     values = pipe.execute()
     live = live_job_ids(redis)
     still = []
     for n, s in enumerate(suspects):
-        status, job_status = values[2 * n], values[2 * n + 1]
+        (status, run_by), job_status = values[2 * n], values[2 * n + 1]
         pending = status == b"queued" if s.what == "event" else _pending_action(status)
-        if pending and s.job_id not in live:
+        if run_by:
+            s = _Suspect(s.what, s.id, s.job_id, run_by.decode())
+        if pending and not s.live(live):
             still.append((s, job_status.decode() if job_status else None))
     return still
 
@@ -305,6 +315,7 @@ def _act(redis: Redis, suspect: _Suspect, job_status: str | None, what_to_do: st
     if _requeue_job(redis, suspect.job_id):
         now = repr(time.time())
         redis.hset(actions.ACTION_PREFIX + suspect.id, mapping={"status": "queued", "updated_at": now, "swept_at": now})
+        redis.hdel(actions.ACTION_PREFIX + suspect.id, actions.RUN_BY)  # its event job is gone
         redis.zadd(actions.OPEN_INDEX, {suspect.id: time.time()})
         report.actions_requeued.append(suspect.id)
 

@@ -33,11 +33,17 @@ def _hincr(redis: Redis, fields: dict[str, int | float]) -> None:
         log.debug("metrics not recorded: %s", exc)
 
 
-def count_action(redis: Redis, kind: str, vendor: str, outcome: str, retry_reason: str | None = None) -> None:
-    """One action attempt ended: succeeded, skipped, retrying (with why) or failed (for good)."""
+def count_action(redis: Redis, kind: str, vendor: str, outcome: str, retry_reason: str | None = None, *,
+                 pipe: Any = None) -> None:
+    """One action attempt ended: succeeded, skipped, retrying (with why) or failed (for good).
+    With ``pipe``, the counts go out with the caller's pipeline (its record writes: one round trip)."""
     fields: dict[str, int | float] = {f"action|{vendor}|{kind}|{outcome}": 1}
     if retry_reason:
         fields[f"retry|{vendor}|{kind}|{retry_reason}"] = 1
+    if pipe is not None:
+        for name, amount in fields.items():
+            pipe.hincrby(REDIS_KEY, name, amount)
+        return
     _hincr(redis, fields)
 
 
