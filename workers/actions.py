@@ -34,7 +34,7 @@ from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
-from rq.scripts import save_unique_job
+from rq.scripts import get_unique_enqueue_script
 from rq.timeouts import JobTimeoutException
 from rq.utils import now as rq_now
 
@@ -45,6 +45,7 @@ from app.core.redact import redact
 from app.core.vendor_config import HttpPolicy
 from workers import context, locks, vendor_control
 from workers.clients import flighthub, koophone, metastudio, muducloud
+from workers.clients import http
 from workers.clients.http import VendorError
 
 log = logging.getLogger(__name__)
@@ -210,38 +211,53 @@ def enqueue(redis: Redis, action_id: str, action: Action, *, event_id: str | Non
     # nx: a repeat keeps its first time; a repeat of a finished action is dropped by the sweep.
     pipe.zadd(OPEN_INDEX, {action_id: time.time()}, nx=True)
     if here:
-        # While this job is live the sweep counts the action live too (its own job is in no queue).
+        # While this job is live the sweep counts the action live too (its own job is in no queue),
+        # and the action's job is saved (once) in the same round trip, not pushed.
         pipe.hset(key, RUN_BY, batch.job_id)
-    pipe.execute()
-
-    try:
-        job = _enqueue_job(redis, action_id, action.job, kind=kind, params=params, policy=policy, delay=delay,
-                           timeout=timeout, push=not here)
-        if here:
+        job = _kept_job(redis, pipe, action_id, action.job, kind=kind, params=params, policy=policy,
+                        timeout=timeout)
+        if pipe.execute()[-1]:
             batch.jobs.append(job)
-        return "queued"
-    except DuplicateJobError:
-        pass
+            return "queued"
+    else:
+        pipe.execute()
+        try:
+            _enqueue_job(redis, action_id, action.job, kind=kind, params=params, policy=policy, delay=delay,
+                         timeout=timeout)
+            return "queued"
+        except DuplicateJobError:
+            pass
     # A newer event's params replace the old ones: what runs is what the record shows.
     return "requeued" if requeue(redis, action_id, policy, params=params) else "exists"
 
 
+def _job_options(action_id: str, kind: str, policy: HttpPolicy | None) -> dict[str, Any]:
+    return dict(job_id=job_id(action_id), retry=retry_schedule(policy) if policy else None, result_ttl=ACTION_TTL,
+                failure_ttl=ACTION_TTL, description=f"{kind} {action_id}", meta={"action_id": action_id})
+
+
 def _enqueue_job(redis: Redis, action_id: str, func: str, *, kind: str, params: dict[str, Any],
-                 policy: HttpPolicy | None, delay: float | None = None, timeout: int = 300,
-                 push: bool = True) -> Job:
-    """The action's RQ job, once (``DuplicateJobError`` if it exists): queued, scheduled
-    (``delay``), or only saved (``push`` False: its first attempt is run by the caller)."""
+                 policy: HttpPolicy | None, delay: float | None = None, timeout: int = 300) -> None:
+    """Queue the action's RQ job (or schedule it, ``delay``), once: ``DuplicateJobError`` if it exists."""
     queue = Queue(ACTIONS_QUEUE, connection=redis)
-    options = dict(job_id=job_id(action_id), retry=retry_schedule(policy) if policy else None,
-                   result_ttl=ACTION_TTL, failure_ttl=ACTION_TTL, description=f"{kind} {action_id}",
-                   meta={"action_id": action_id})
+    options = _job_options(action_id, kind, policy)
     if delay:
-        return queue.enqueue_in(_seconds(delay), func, kwargs=params, unique=True, job_timeout=timeout, **options)
-    if push:
-        return queue.enqueue(func, kwargs=params, unique=True, job_timeout=timeout, **options)
-    job = queue.create_job(func, kwargs=params, timeout=timeout, status=JobStatus.QUEUED, **options)
+        queue.enqueue_in(_seconds(delay), func, kwargs=params, unique=True, job_timeout=timeout, **options)
+    else:
+        queue.enqueue(func, kwargs=params, unique=True, job_timeout=timeout, **options)
+
+
+def _kept_job(redis: Redis, pipe: Any, action_id: str, func: str, *, kind: str, params: dict[str, Any],
+              policy: HttpPolicy | None, timeout: int) -> Job:
+    """The action's RQ job, saved by ``pipe`` unless one exists (RQ's own unique-save script, which
+    replies 0 then) and pushed on no queue: its first attempt is run by the event job."""
+    queue = Queue(ACTIONS_QUEUE, connection=redis)
+    job = queue.create_job(func, kwargs=params, timeout=timeout, status=JobStatus.QUEUED,
+                           **_job_options(action_id, kind, policy))
     job.enqueued_at = rq_now()
-    save_unique_job(redis, queue.key, job, enqueue=False)  # atomic: saved once, else DuplicateJobError
+    fields = [part for name, value in job.to_dict().items() if value is not None
+              for part in (name, value if isinstance(value, (bytes, str)) else str(value))]
+    get_unique_enqueue_script(redis)(keys=[job.key, queue.key], args=[job.id, "N", -1, *fields], client=pipe)
     return job
 
 
@@ -331,42 +347,53 @@ def _update(redis: Redis, action_id: str, pipe: Any = None, **fields: Any) -> No
 
 
 @contextmanager
-def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
+def tracked(redis: Redis, action_id: str, action: Action | None = None) -> Iterator[dict[str, Any]]:
     """Run an action's body: mark it running, then succeeded / skipped / retrying / failed.
 
     The body may put a JSON-able result into the yielded dict (``out["result"] = ...``).
+    ``action``: its kind's entry, when known (its vendor's pause is then checked in the same
+    round trip as the "running" mark; else it is read from the record first).
     """
     job = get_current_job()
     # The kind and event id are read with the attempt count and the "running" mark, in one round
     # trip (the metrics' labels and the log lines' ids; the metrics write adds one at the end).
+    # A paused vendor's action waits before it does anything (workers/vendor_control.py): the
+    # pause is checked in the same round trip when the vendor is known.
     pipe = redis.pipeline()
     pipe.hincrby(ACTION_PREFIX + action_id, "attempts", 1)
     pipe.hset(ACTION_PREFIX + action_id, mapping={"status": "running", "updated_at": _now()})
     pipe.zadd(OPEN_INDEX, {action_id: time.time()})
     pipe.hmget(ACTION_PREFIX + action_id, "kind", "event_id")
-    kind, event_id = (v.decode() if v else None for v in pipe.execute()[-1])
-    vendor = vendor_of(kind)
+    early = job is not None and action is not None
+    if early:
+        vendor_control.hold_in(pipe, action_id, action.vendor)
+    replies = pipe.execute()
+    kind, event_id = (v.decode() if v else None for v in replies[3])
+    vendor = action.vendor if action is not None else vendor_of(kind)
     label = vendor or "other"  # the metrics' vendor label
     with logs.context(event_id=event_id, action_id=action_id):
-        # A paused vendor's action waits before it does anything (workers/vendor_control.py).
-        if vendor_control.hold_if_paused(redis, job, action_id, vendor):
+        if (vendor_control.held(job, replies[4]) if early else
+                vendor_control.hold_if_paused(redis, job, action_id, vendor)):
             log.info("action %s held: vendor %s is paused", action_id, vendor)
             _logged(job)
             raise vendor_control.Held(f"vendor {vendor} is paused")
         out: dict[str, Any] = {}
+        # The outcome, the failed list and the metrics (the vendor calls' too): one round trip.
+        pipe, own = _outcome_writes(redis)
+        calls = http.metrics_pipe.set(pipe)
         try:
             yield out
         except Skip as reason:
-            pipe = redis.pipeline(transaction=False)
             _update(redis, action_id, pipe, status="skipped", result={"skipped": str(reason)})
             counters.count_action(redis, kind, label, "skipped", pipe=pipe)
-            pipe.execute()
+            if own:
+                pipe.execute()
             log.info("action %s skipped: %s", action_id, reason)
             return
         except VendorError as exc:
             _fail(redis, job, action_id, exc.to_dict(), transient=exc.transient, retry_after=exc.retry_after,
                   kind=kind, vendor=label, reason=counters.retry_reason(exc),
-                  outcome=OUTCOME_UNKNOWN if isinstance(exc, OutcomeUnknown) else None)
+                  outcome=OUTCOME_UNKNOWN if isinstance(exc, OutcomeUnknown) else None, pipe=pipe, own=own)
             # The vendor's answer is the whole story, logged above in one line: RQ's own ERROR
             # line with a traceback for it would be a second, misleading one (app/core/logs.py).
             _logged(job)
@@ -376,21 +403,29 @@ def tracked(redis: Redis, action_id: str) -> Iterator[dict[str, Any]]:
             error = {"vendor": None, "code": exc.__class__.__name__, "message": str(exc)[:500], "transient": True,
                      "trace": traceback.format_exc(limit=5)[-2000:]}
             _fail(redis, job, action_id, error, transient=True, retry_after=None, kind=kind, vendor=label,
-                  reason=counters.retry_reason(exc))
+                  reason=counters.retry_reason(exc), pipe=pipe, own=own)
             raise
-        # The outcome, the failed list and the metrics: one round trip.
-        pipe = redis.pipeline(transaction=False)
+        finally:
+            http.metrics_pipe.reset(calls)
         _update(redis, action_id, pipe, status="succeeded", result=out.get("result", {}))
         pipe.zrem(FAILED_INDEX, action_id)
         counters.count_action(redis, kind, label, "succeeded", pipe=pipe)
-        pipe.execute()
+        if own:
+            pipe.execute()
         log.info("action %s succeeded", action_id)
+
+
+def _outcome_writes(redis: Redis) -> tuple[Any, bool]:
+    """(pipeline, whether the caller sends it) for an attempt's outcome: an attempt inside its
+    event job writes it with its job's finish (``_attempt``), in one round trip."""
+    pipe = _inline.get()
+    return (pipe, False) if pipe is not None else (redis.pipeline(transaction=False), True)
 
 
 def _logged(job: Job | None) -> None:
     """The exception about to leave the job body is logged already. Only RQ's worker logs it a
     second time (app/core/logs.py): an attempt run inside its event job is not RQ's to log."""
-    if job is not None and not _inline.get():
+    if job is not None and _inline.get() is None:
         logs.handled(job.id)
 
 
@@ -416,7 +451,7 @@ def running(action_id: str, action: Action) -> Iterator[Run]:
     """The preamble of every action job: the job's Redis, ``tracked``, the settings, and the
     vendor's section or ``Skip`` (configured out since the action was queued)."""
     redis = context.redis()
-    with tracked(redis, action_id) as out:
+    with tracked(redis, action_id, action) as out:
         settings = context.settings()
         cfg = getattr(settings, action.section)
         if cfg is None:
@@ -445,7 +480,8 @@ class FirstAttempts:
 
 
 _batch: ContextVar[FirstAttempts | None] = ContextVar("mediahook_first_attempts", default=None)
-_inline: ContextVar[bool] = ContextVar("mediahook_inline_attempt", default=False)
+# While an attempt runs inside its event job: the pipeline its outcome and its job's finish go out in.
+_inline: ContextVar[Any] = ContextVar("mediahook_inline_attempt", default=None)
 
 
 @contextmanager
@@ -505,14 +541,15 @@ def _attempt(redis: Redis, queue: Queue, job: Job) -> bool:
     (succeeded; retried on its schedule or held; failed). True if the event job's time ran out."""
     action_id = job.meta.get("action_id", job.id)
     job.started_at = rq_now()
-    token = _inline.set(True)
+    pipe = redis.pipeline(transaction=False)
+    token = _inline.set(pipe)
     try:
         result = job.perform()  # get_current_job() is the action's job inside (its retries, its hold)
     except Exception as exc:
         job.ended_at = rq_now()
         if not isinstance(exc, (VendorError, vendor_control.Held)):
             log.exception("action %s: exception raised while executing", action_id)  # as RQ's worker logs it
-        with redis.pipeline() as pipe:
+        with pipe:
             if job.should_retry:
                 job.retry(queue, pipe)  # scheduled after its interval (or queued), as RQ's worker does
             else:
@@ -526,7 +563,7 @@ def _attempt(redis: Redis, queue: Queue, job: Job) -> bool:
     finally:
         _inline.reset(token)
     job.ended_at = rq_now()
-    with redis.pipeline() as pipe:
+    with pipe:  # after the outcome tracked() wrote into it: one round trip
         job.set_status(JobStatus.FINISHED, pipeline=pipe)
         job.save(pipeline=pipe, include_meta=False, include_result=False)
         Result.create(job, Result.Type.SUCCESSFUL, ttl=ACTION_TTL, return_value=result,
@@ -540,7 +577,7 @@ def _attempt(redis: Redis, queue: Queue, job: Job) -> bool:
 
 def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transient: bool,
           retry_after: float | None, kind: str | None, vendor: str, reason: str | None = None,
-          outcome: str | None = None) -> None:
+          outcome: str | None = None, pipe: Any, own: bool) -> None:
     will_retry = bool(transient and job is not None and job.retries_left and job.retries_left > 0)
     if job is not None and not transient:
         job.retries_left = 0  # permanent: RQ must not retry it
@@ -552,14 +589,14 @@ def _fail(redis: Redis, job: Job | None, action_id: str, error: dict, *, transie
         if index < len(intervals):
             intervals[index] = max(intervals[index], math.ceil(retry_after) + 1)
             job.retry_intervals = intervals
-    pipe = redis.pipeline(transaction=False)
     _update(redis, action_id, pipe, status="retrying" if will_retry else "failed", last_error=error,
             **({"outcome": outcome} if outcome else {}))
     if not will_retry:
         pipe.zadd(FAILED_INDEX, {action_id: time.time()})
     counters.count_action(redis, kind, vendor, "retrying" if will_retry else "failed",
                           retry_reason=reason if will_retry else None, pipe=pipe)
-    pipe.execute()
+    if own:
+        pipe.execute()
     # One line per outcome: a retry is a WARNING, a failure for good an ERROR (it is listed).
     log.log(logging.WARNING if will_retry else logging.ERROR, "action %s %s: %s", action_id,
             "will retry" if will_retry else "FAILED", error.get("message"))

@@ -42,6 +42,7 @@ DEFAULT_MAX_JOBS = 10_000
 DEFAULT_MAX_MEMORY_MB = 300
 DEQUEUE_STRATEGY = "round_robin"
 HEARTBEAT_EVERY = 1.0  # seconds between two beats of a worker's own key outside a job's start
+SUSPENSION_READ_EVERY = 1.0  # seconds between two reads of `rq suspend`'s flag
 # A process that dies sooner than this after its start is restarted after a growing pause
 # (a bug that kills every process at once must not turn into a fork loop).
 QUICK_DEATH_SECONDS = 5.0
@@ -91,6 +92,13 @@ class PoolWorker(SimpleWorker):
             super().heartbeat(timeout, pipeline=pipe)
             pipe.execute()
         self._beat_at = time.monotonic()
+
+    # `rq suspend` is read at most once a second, not before every job (a round trip each).
+    def check_for_suspension(self, burst: bool) -> None:
+        if time.monotonic() - getattr(self, "_suspension_read_at", -1e9) < SUSPENSION_READ_EVERY:
+            return
+        super().check_for_suspension(burst)
+        self._suspension_read_at = time.monotonic()
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         if pipeline is None and state == getattr(self, "_state", None):

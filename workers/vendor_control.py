@@ -89,8 +89,23 @@ def hold_if_paused(redis: Redis, job: Job | None, action_id: str, vendor: str | 
     it and return True (the caller raises ``Held``). Outside an RQ job nothing can be held: False."""
     if job is None:
         return False
-    if vendor is None or not redis.eval(_HOLD, 3, PAUSED_PREFIX + vendor, HELD_PREFIX + vendor,
-                                        _action_key(action_id), action_id, repr(time.time())):
+    if vendor is None:
+        return held(job, 0)
+    return held(job, redis.eval(*_hold_args(action_id, vendor)))
+
+
+def hold_in(pipe: Any, action_id: str, vendor: str) -> None:
+    """``hold_if_paused``'s Redis step, added to the caller's pipeline (its reply goes to ``held``)."""
+    pipe.eval(*_hold_args(action_id, vendor))
+
+
+def _hold_args(action_id: str, vendor: str) -> tuple:
+    return _HOLD, 3, PAUSED_PREFIX + vendor, HELD_PREFIX + vendor, _action_key(action_id), action_id, repr(time.time())
+
+
+def held(job: Job, reply: Any) -> bool:
+    """The job's side of a hold, after the Redis step replied (1: held): True if held."""
+    if not reply:
         _restore_retries(job)
         return False
     if HELD_META not in job.meta:

@@ -47,9 +47,15 @@ def count_action(redis: Redis, kind: str, vendor: str, outcome: str, retry_reaso
     _hincr(redis, fields)
 
 
-def observe_vendor_call(redis: Redis, vendor: str, seconds: float, result: str) -> None:
-    """One HTTP call to a vendor: its latency and result ("2xx", "4xx", "429", "timeout", ...)."""
+def observe_vendor_call(redis: Redis | None, vendor: str, seconds: float, result: str, *, pipe: Any = None) -> None:
+    """One HTTP call to a vendor: its latency and result ("2xx", "4xx", "429", "timeout", ...).
+    With ``pipe``, the counts go out with the caller's pipeline (its action's outcome)."""
     bucket = next((str(i) for i, bound in enumerate(VENDOR_BUCKETS) if seconds <= bound), "inf")
+    if pipe is not None:
+        pipe.hincrby(REDIS_KEY, f"call|{vendor}|{result}", 1)
+        pipe.hincrby(REDIS_KEY, f"call_le|{vendor}|{bucket}", 1)
+        pipe.hincrbyfloat(REDIS_KEY, f"call_sum|{vendor}", seconds)
+        return
     _hincr(redis, {f"call|{vendor}|{result}": 1, f"call_le|{vendor}|{bucket}": 1, f"call_sum|{vendor}": seconds})
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -152,8 +153,17 @@ def send(vendor: str, policy: HttpPolicy, method: str, url: str, *, headers: dic
     return reply
 
 
+# Set by an action's attempt (workers.actions.tracked): the pipeline its outcome goes out in, which
+# carries its calls' counts too (one round trip, not one per call).
+metrics_pipe: ContextVar[Any] = ContextVar("mediahook_vendor_call_metrics", default=None)
+
+
 def _observe(vendor: str, started: float, result: str) -> None:
     """Count the call in Redis (see app.core.counters), when it is made by a job."""
+    pipe = metrics_pipe.get()
+    if pipe is not None:
+        counters.observe_vendor_call(None, vendor, time.perf_counter() - started, result, pipe=pipe)
+        return
     job = get_current_job()
     if job is not None:
         counters.observe_vendor_call(job.connection, vendor, time.perf_counter() - started, result)
