@@ -20,7 +20,7 @@ from app.core.queues import ACTIONS_QUEUE, EVENTS_QUEUE, FAILED_INDEX
 from tests.conftest import FAST_HTTP, ROOM, vendor_sections
 from tests.helpers import wait_until
 from tests.vendor_harness import Workers, post_live, set_faults, sim_calls, stream_event
-from workers import actions, sweep, vendor_control
+from workers import actions, context, sweep, vendor_control
 
 
 def reconcile_id(event_id: str) -> str:
@@ -198,3 +198,24 @@ def test_log_lines_of_a_first_attempt_carry_the_action_id(base_config, make_app,
     assert [(d["level"], d["message"]) for d in about_done] == [("INFO", f"action {done} succeeded")]
     assert all(d.get("event_id") for d in about_refused + about_done)
     assert "Traceback" not in worker.log.read_text()
+
+
+def decide_then_fail(action_id: str) -> None:
+    """An event job whose deciding fails after it kept an action's first attempt."""
+    with actions.first_attempts_here():
+        actions.enqueue(context.redis(), action_id, actions.CONVERTER_RECONCILE, event_id="evt-decide-fails",
+                        policy=None, params={"action_id": action_id, "binding": f"room-{ROOM}"})
+        raise RuntimeError("deciding failed")
+
+
+def test_first_attempts_kept_by_an_event_job_that_then_fails_are_queued(make_app, sim, redis_client, drive):
+    make_app(**flighthub_only(sim.url))
+    action_id = "converter-kept-then-failed"
+    Queue(EVENTS_QUEUE, connection=redis_client).enqueue(f"{__name__}.decide_then_fail", action_id)
+    work_events(redis_client)
+
+    assert actions.job_id(action_id) in Queue(ACTIONS_QUEUE, connection=redis_client).job_ids
+    doc = record(redis_client, action_id)
+    assert doc["status"] == "queued" and doc["attempts"] == 0 and actions.RUN_BY not in doc
+    drive(lambda: record(redis_client, action_id).get("status") in actions.FINAL_STATUSES, what="the action")
+    assert record(redis_client, action_id)["attempts"] == 1
