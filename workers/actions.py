@@ -5,6 +5,10 @@ enqueued with ``unique=True``: a second callback, a replay or a retry of the eve
 queues it twice. Its record ``mh:action:<id>`` keeps status, attempts and the last error
 (vendor code and message) so a failure is explained, listed and replayable.
 
+An action queued by an event job makes its first attempt inside that job (no second RQ job, no
+queue wait): see "the first attempt, inside the event job" below. Its own RQ job is still saved,
+and carries everything after the first attempt.
+
 Failures: a transient ``VendorError`` (or an unexpected exception) is retried on the RQ
 ``Retry`` schedule (exponential, jittered, ``Retry-After`` honoured); a permanent one fails at
 once, keeping the vendor's code and message.
@@ -44,8 +48,7 @@ from app.core.queues import ACTIONS_QUEUE, FAILED_INDEX
 from app.core.redact import redact
 from app.core.vendor_config import HttpPolicy
 from workers import context, locks, vendor_control
-from workers.clients import flighthub, koophone, metastudio, muducloud
-from workers.clients import http
+from workers.clients import flighthub, http, koophone, metastudio, muducloud
 from workers.clients.http import VendorError
 
 log = logging.getLogger(__name__)
