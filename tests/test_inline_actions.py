@@ -219,3 +219,25 @@ def test_first_attempts_kept_by_an_event_job_that_then_fails_are_queued(make_app
     assert doc["status"] == "queued" and doc["attempts"] == 0 and actions.RUN_BY not in doc
     drive(lambda: record(redis_client, action_id).get("status") in actions.FINAL_STATUSES, what="the action")
     assert record(redis_client, action_id)["attempts"] == 1
+
+
+def test_after_the_event_jobs_timeout_the_attempt_is_retried_and_the_rest_queued(make_app, sim, redis_client, drive):
+    sections = vendor_sections(sim.url)
+    sections["flighthub"]["read_timeout"] = 5.0
+    client = make_app(job_timeout_seconds=1, flighthub=sections["flighthub"], koophone=sections["koophone"]).test_client()
+    set_faults(sim.url, {"flighthub": {"update": {"latency_ms": 2500}}})
+    event_id = post_live(client, stream_event(ROOM, "CONNECTED"))
+    work_events(redis_client)  # the reconcile's PUT outlasts the event job's 1 s: its alarm goes off
+
+    converter, phones = reconcile_id(event_id), f"koophone-{event_id}-0-0"
+    assert redis_client.hget(f"mh:event:{event_id}", "status") == b"processed"
+    doc = record(redis_client, converter)
+    assert doc["status"] == "retrying" and doc["last_error"]["code"] == "JobTimeoutException"
+    # The KooPhone apply was not attempted after the alarm (nothing would bound it): it is queued.
+    queued = Queue(ACTIONS_QUEUE, connection=redis_client).job_ids
+    assert actions.job_id(phones) in queued and record(redis_client, phones)["attempts"] == 0
+    assert actions.job_id(converter) in queued  # its retry (an interval of 0 s: queued at once)
+
+    set_faults(sim.url, {})
+    drive(lambda: all(record(redis_client, a).get("status") == "succeeded" for a in (converter, phones)),
+          what="the retried reconcile and the queued apply")
