@@ -38,7 +38,7 @@ from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
-from rq.scripts import get_unique_enqueue_script
+from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
 from rq.timeouts import JobTimeoutException
 from rq.utils import now as rq_now
 
@@ -260,7 +260,9 @@ def _kept_job(redis: Redis, pipe: Any, action_id: str, func: str, *, kind: str, 
     job.enqueued_at = rq_now()
     fields = [part for name, value in job.to_dict().items() if value is not None
               for part in (name, value if isinstance(value, (bytes, str)) else str(value))]
-    get_unique_enqueue_script(redis)(keys=[job.key, queue.key], args=[job.id, "N", -1, *fields], client=pipe)
+    # EVAL, not a Script object: redis-py checks a pipeline's Script objects with SCRIPT EXISTS
+    # first (a round trip more); Redis keeps the compiled script by its hash either way.
+    pipe.eval(UNIQUE_ENQUEUE_SCRIPT, 2, job.key, queue.key, job.id, "N", -1, *fields)
     return job
 
 
