@@ -12,11 +12,10 @@ import time
 from typing import Any
 
 from redis import Redis, RedisError
-from rq import Queue, Worker
-from rq.job import Job
-from rq.utils import utcparse
+from rq import Worker
 
 from app.core.config import Settings
+from app.core.queues import queue_figures
 from app.sources.metastudio import LIVE_STATES
 from app.web import rejections, spool, traffic
 from workers import ops, streams, transcode
@@ -28,41 +27,9 @@ SCAN_STEP = 5000  # keys SCAN walks per round trip
 
 # --- queues and workers -----------------------------------------------------------------------
 
-def _stamp(raw: bytes | None) -> float | None:
-    if not raw:
-        return None
-    try:
-        return utcparse(raw.decode()).timestamp()
-    except ValueError:
-        return None
-
-
 def queues(redis: Redis) -> list[dict[str, Any]]:
     """Per RQ queue: jobs waiting, the oldest one's age, scheduled, running and failed jobs."""
-    from app.core.queues import QUEUES
-
-    qs = [Queue(name, connection=redis) for name in QUEUES]
-    pipe = redis.pipeline(transaction=False)
-    for q in qs:
-        pipe.llen(q.key)
-        pipe.lindex(q.key, 0)
-        pipe.zcard(q.scheduled_job_registry.key)
-        pipe.zcard(q.started_job_registry.key)
-        pipe.zcard(q.failed_job_registry.key)
-    raw = pipe.execute()
-    heads = [raw[i * 5 + 1] for i in range(len(qs))]
-    pipe = redis.pipeline(transaction=False)
-    for head in heads:
-        pipe.hget(Job.key_for(head.decode()), "enqueued_at") if head else pipe.echo("")
-    stamps = pipe.execute()
-    now = time.time()
-    out = []
-    for i, q in enumerate(qs):
-        depth, _, scheduled, started, failed = raw[i * 5:i * 5 + 5]
-        enqueued = _stamp(stamps[i]) if heads[i] else None
-        out.append({"name": q.name, "depth": depth, "oldest_age": round(max(0.0, now - enqueued), 1) if enqueued
-                    else 0.0, "scheduled": scheduled, "started": started, "failed": failed})
-    return out
+    return queue_figures(redis)
 
 
 def workers(redis: Redis) -> list[dict[str, Any]]:
@@ -89,7 +56,7 @@ def streams_now(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
 def stream_history(redis: Redis, room_id: str, job_id: str | None = None) -> list[dict[str, Any]]:
     """A room's states (one job's, given ``job_id``), oldest first in stream order."""
 
-    return streams.stream_history(redis, room_id, job_id) if job_id else streams.history(redis, room_id)
+    return streams.stream_history(redis, room_id, job_id) if job_id else streams.states(redis, room_id)
 
 
 # --- transcodes ---------------------------------------------------------------------------------

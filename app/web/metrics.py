@@ -49,15 +49,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from redis import Redis, RedisError
-from rq import Queue
-from rq.job import Job
-from rq.utils import utcparse
 from rq.worker_registration import REDIS_WORKER_KEYS
 
 from app.core.config import Settings
 from app.core.counters import REDIS_KEY, VENDOR_BUCKETS
 from app.core.logs import CALLBACK_KEY
-from app.core.queues import FAILED_INDEX, QUEUES
+from app.core.queues import FAILED_INDEX, queue_figures
 from app.sources import hook_routes
 from app.web import spool
 
@@ -176,59 +173,33 @@ def _redis_counters(raw: dict[bytes, bytes]) -> list[Metric]:
 
 
 def _queue_metrics(redis: Redis) -> list[Metric]:
-    """Depth, oldest job age and registry sizes per RQ queue, in two round trips."""
-    queues = [Queue(name, connection=redis) for name in QUEUES]
+    """Depth, oldest job age and registry sizes per RQ queue, actions failed for good, workers."""
+    figures = queue_figures(redis)
     pipe = redis.pipeline(transaction=False)
-    for q in queues:
-        pipe.llen(q.key)
-        pipe.lrange(q.key, 0, 4)  # the head; a few more in case it was deleted while queued
-        pipe.zcard(q.scheduled_job_registry.key)
-        pipe.zcard(q.started_job_registry.key)
-        pipe.zcard(q.failed_job_registry.key)
     pipe.zcard(FAILED_INDEX)
     pipe.scard(REDIS_WORKER_KEYS)
     pipe.hgetall(REDIS_KEY)
-    results = pipe.execute()
-    failed_for_good, workers, counters = results[-3:]
-
-    heads = [results[i * 5 + 1] for i in range(len(queues))]
-    pipe = redis.pipeline(transaction=False)
-    for ids in heads:
-        for job_id in ids:
-            pipe.hget(Job.key_for(job_id.decode()), "enqueued_at")
-    stamps = iter(pipe.execute() if any(heads) else [])
-    now = time.time()
+    failed_for_good, workers, counters = pipe.execute()
 
     g: dict[str, GaugeMetricFamily] = {
         "depth": GaugeMetricFamily("mediahook_queue_depth", "Jobs waiting in the RQ queue", labels=["queue"]),
-        "age": GaugeMetricFamily("mediahook_queue_oldest_seconds", "Age of the oldest job waiting in the "
-                                 "RQ queue (0 when empty)", labels=["queue"]),
+        "oldest_age": GaugeMetricFamily("mediahook_queue_oldest_seconds", "Age of the oldest job waiting in the "
+                                        "RQ queue (0 when empty)", labels=["queue"]),
         "scheduled": GaugeMetricFamily("mediahook_queue_scheduled_jobs", "Jobs scheduled for later (retries, "
                                        "polls)", labels=["queue"]),
         "started": GaugeMetricFamily("mediahook_queue_started_jobs", "Jobs being run", labels=["queue"]),
         "failed": GaugeMetricFamily("mediahook_queue_failed_jobs", "Jobs in RQ's failed registry",
                                     labels=["queue"]),
     }
-    for i, q in enumerate(queues):
-        depth, ids, scheduled, started, failed = results[i * 5:i * 5 + 5]
-        found = [s for s in (next(stamps) for _ in ids) if s]
-        age = max(0.0, now - _parse_time(found[0])) if found else 0.0
-        for name, value in (("depth", depth), ("age", age), ("scheduled", scheduled), ("started", started),
-                            ("failed", failed)):
-            g[name].add_metric([q.name], value)
+    for q in figures:
+        for name, family in g.items():
+            family.add_metric([q["name"]], q[name])
     extra = [
         GaugeMetricFamily("mediahook_actions_failed", "Actions that failed for good and were not "
                           "replayed (mediahook failed)", value=failed_for_good),
         GaugeMetricFamily("mediahook_rq_workers", "RQ workers registered in Redis", value=workers),
     ]
     return [*g.values(), *extra, *_redis_counters(counters)]
-
-
-def _parse_time(stamp: bytes) -> float:
-    try:
-        return utcparse(stamp.decode()).timestamp()
-    except ValueError:
-        return time.time()
 
 
 def _spool_metrics(spool_dir: str) -> list[Metric]:
