@@ -59,12 +59,14 @@ def world(make_app, sim, drive, redis_client, gunicorn_process, base_config, tmp
     r = client.post(signed_path(host=public.split("//")[1]), data=switch)
     assert r.status_code == 200, r.text
     switched = r.json["event_id"]
+    assert client.post("/hooks/cdnetworks/vod-upload?token=wrong-token", data=b"{}").status_code == 401
+    drive(lambda: _final(redis_client, upload) and _final(redis_client, connected), timeout=60,
+          what="the events to settle")
+    # The vendor refuses the next call: the on-demand apply queued now, once nothing else is left.
     set_faults(sim.url, {"koophone": {"vendor_errors": [
         {"times": 1, "code": "KOOPHONE.API.1002", "message": "instances are not in the same region"}]}})
     [failed_id] = ops.koophone_apply(redis_client, ops_settings(), "low", ["r1"])
-    assert client.post("/hooks/cdnetworks/vod-upload?token=wrong-token", data=b"{}").status_code == 401
-    drive(lambda: _final(redis_client, upload) and _final(redis_client, connected)
-          and actions.record(redis_client, failed_id)["status"] == "failed", timeout=60, what="everything to settle")
+    drive(lambda: actions.record(redis_client, failed_id)["status"] == "failed", what="the apply to fail")
     empty = tmp_path / "xdg"  # no cli.toml, no dev state of the machine's user
     common = {**CLEAN, "XDG_CONFIG_HOME": str(empty), "XDG_STATE_HOME": str(empty)}
     return {"upload": upload, "connected": connected, "failed": failed_id, "api": api.base, "sim": sim,
