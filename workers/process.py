@@ -26,7 +26,7 @@ from rq import get_current_job
 from app.core import logs
 from app.core.body import decode_body
 from app.core.config import Settings
-from app.core.events import EVENT_PREFIX, read_event
+from app.core.events import DUPLICATE, EVENT_PREFIX, IGNORED, PROCESSED, read_event
 from app.sources import SOURCES, cdnetworks, metastudio
 from app.sources.base import Parsed
 from workers import actions, context, converter, streams, timeline, transcode, video_settings
@@ -145,7 +145,7 @@ def _process(event_id: str) -> str:
         # Retention passed before a worker got to it: nothing left to do, and nothing to fail.
         log.warning("event %s: record expired before processing", event_id)
         return "expired"
-    if record["status"] in ("ignored", "duplicate"):
+    if record["status"] in (IGNORED, DUPLICATE):
         # Not ours to act on, or a re-delivery whose original (``duplicate_of``) is processed.
         return record["status"]
     parsed = _parse(record)
@@ -154,7 +154,7 @@ def _process(event_id: str) -> str:
                   sent_at=float(record["sent_at"]) if record.get("sent_at") else None)
     with actions.first_attempts_here() as first:
         action_ids, notes = decide(redis, context.settings(), ev)
-    redis.hset(EVENT_PREFIX + event_id, mapping={"status": "processed", "processed_at": repr(time.time()),
+    redis.hset(EVENT_PREFIX + event_id, mapping={"status": PROCESSED, "processed_at": repr(time.time()),
                              "actions": json.dumps(action_ids), "notes": json.dumps(notes)})
     log.info("event %s processed (%s): %d action(s)", event_id, parsed.event_type, len(action_ids))
     # The new actions' first attempts, here: no second job and no queue wait before the vendor call

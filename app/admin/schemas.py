@@ -14,10 +14,10 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
+from app.core.events import EVENT_STATUSES
 from app.core.fields import Strict
 from app.sources import SOURCES
 
-EVENT_STATUSES = ("queued", "ignored", "processed")
 _EVENT_ID = re.compile(r"[0-9a-f]{1,64}")
 _NAME = validate.Length(min=1, max=128)
 

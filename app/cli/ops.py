@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from app.admin.schemas import EVENT_STATUSES
 from app.cli import api as cli_api
 from app.cli import format as fmt
 from app.cli.api import ApiError, Client, path
+from app.core.events import EVENT_STATUSES
 from app.sources import SOURCES
 
 STREAM_KEY_ENV = "MEDIAHOOK_STREAM_KEY"

@@ -39,6 +39,12 @@ DEDUP_PREFIX = "mh:dedup:"
 DEDUP_LAST_PREFIX = "mh:dedup-last:"
 EVENTS_INDEX = "mh:events"
 
+# An event's status: queued (its job is on the events queue), ignored (a type we do not handle:
+# recorded, no job), processed (its job decided the actions), duplicate (a spooled re-delivery
+# kept so its acknowledged id can be looked up).
+QUEUED, IGNORED, PROCESSED, DUPLICATE = "queued", "ignored", "processed", "duplicate"
+EVENT_STATUSES = (QUEUED, IGNORED, PROCESSED)  # what listings filter on
+
 # KEYS: dedup ('' = not deduplicated), event, index, job, queue, rq:queues, dedup-last ('' = no scope)
 # ARGV: event id, dedup ttl, retention ttl, received_at, prune-before score, job id ('' for none),
 #       sent_at ('' for none), keep-duplicate ('1' or ''), number of event field/value items,
@@ -161,7 +167,7 @@ class Event:
         ]
         if self.sent_at is not None:
             items += ["sent_at", repr(self.sent_at)]
-        if self.status == "queued":
+        if self.status == QUEUED:
             items += ["job_id", job_id_for(self.id)]
         return items
 
@@ -214,7 +220,7 @@ class EventStore:
 
     def _args(self, event: Event, keep_duplicate: bool = False) -> list[Any]:
         settings = self.settings
-        job_items = self._job_items(event.id) if event.status == "queued" else []
+        job_items = self._job_items(event.id) if event.status == QUEUED else []
         job_id = job_id_for(event.id) if job_items else ""
         event_items = event.fields()
         return [self._sha, 7, DEDUP_PREFIX + event.dedup if event.dedup else "", EVENT_PREFIX + event.id, EVENTS_INDEX,

@@ -21,7 +21,7 @@ from redis import RedisError
 
 from app.core.body import Unsupported, decode_body
 from app.core.config import Settings
-from app.core.events import Event, dedup_digest, new_event_id, scope_digest
+from app.core.events import IGNORED, QUEUED, Event, dedup_digest, new_event_id, scope_digest
 from app.core.fields import flatten_errors
 from app.core.logs import CALLBACK_KEY
 from app.sources.base import KEPT_HEADERS, Endpoint, Source
@@ -93,7 +93,7 @@ def make_view(source: Source, endpoint: Endpoint, settings: Settings, ingest: In
             source=source.NAME,
             endpoint=endpoint.path,
             type=parsed.event_type,
-            status="queued" if parsed.known else "ignored",
+            status=QUEUED if parsed.known else IGNORED,
             received_at=received_at,
             body=body,
             headers=_kept_headers(request, kept),
@@ -131,7 +131,7 @@ def deliver(event: Event, ingest: Ingest, spool_dir: str, environ: dict | None =
     if not created:
         answer["duplicate"] = True
         outcome = "duplicate"
-    elif event.status == "ignored":
+    elif event.status == IGNORED:
         answer["ignored"] = True
         outcome = "ignored" if outcome == "accepted" else outcome
     _note(environ, event_id, event, outcome)
@@ -141,4 +141,4 @@ def deliver(event: Event, ingest: Ingest, spool_dir: str, environ: dict | None =
 def _note(environ: dict | None, event_id: str, event: Event, outcome: str) -> None:
     """What became of the callback, for app.web.metrics' counter and the access log."""
     if environ is not None:
-        environ[CALLBACK_KEY] = (event_id, event.type if event.status == "queued" else "other", outcome)
+        environ[CALLBACK_KEY] = (event_id, event.type if event.status == QUEUED else "other", outcome)
