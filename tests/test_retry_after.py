@@ -60,9 +60,8 @@ def test_muducloud_503_retry_after_is_honoured(vendor_app, sim, redis_client):
     set_faults(sim.url, {"muducloud": {"create-transcode": UNAVAILABLE}})
     r = vendor_app.test_client().post(UPLOAD, data=upload_body(("v-retry-after", 360)))
     assert r.status_code == 200, r.get_data(as_text=True)
-    run_one(redis_client, EVENTS_QUEUE)
     started = time.time()
-    run_one(redis_client)  # the first rung's create meets the 503
+    run_one(redis_client, EVENTS_QUEUE)  # the event job makes the creates' first attempts: the 503
     [action_id] = [a["id"] for a in actions.event_actions(redis_client, r.json["event_id"])
                    if a["status"] == "retrying"]
     assert_retry_waits(redis_client, action_id, started)
