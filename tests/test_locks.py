@@ -97,3 +97,35 @@ def test_an_action_that_finds_its_lock_held_is_retried_then_runs(make_app, sim, 
           what="the retry, once the lock is free")
     assert actions.record(redis_client, action_id)["attempts"] == 2
     assert len(sim_calls(sim.url, "flighthub", "update")) == 1
+
+
+NESTED_HOLDER = """
+import sys, threading, time
+from redis import Redis
+from workers.locks import locked
+redis = Redis.from_url(sys.argv[1])
+with locked(redis, "outer", wait=5, ttl=1.0), locked(redis, "inner", wait=5, ttl=0.6):
+    renewers = [t for t in threading.enumerate() if t.name == "mediahook-lock-renewer"]
+    print("held", len(renewers), flush=True)
+    while True:
+        time.sleep(60)
+"""
+
+
+def test_one_thread_renews_every_lock_a_process_holds(redis_server, redis_client):
+    proc = subprocess.Popen([sys.executable, "-c", NESTED_HOLDER, redis_server.url], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().split() == ["held", "1"]  # two locks, one renewing thread
+        for name, ttl in (("outer", 1.0), ("inner", 0.6)):
+            started = time.monotonic()
+            with pytest.raises(Busy):
+                with locked(redis_client, name, wait=ttl * 2.5, ttl=ttl):
+                    pass
+            assert time.monotonic() - started >= ttl * 2  # both were renewed past their TTL all along
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    # Killed: neither lock outlives its TTL.
+    with locked(redis_client, "outer", wait=3, ttl=1.0), locked(redis_client, "inner", wait=3, ttl=1.0):
+        pass

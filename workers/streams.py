@@ -68,17 +68,46 @@ def order_key(entry: dict[str, Any]) -> tuple[float, float, str]:
     return entry["at"], entry["received_at"], entry["event_id"]
 
 
+# Parsed entries by their stored bytes: a room's list is read several times per event (planning,
+# then before and after each vendor call) and grows to MAX_STATES, so parsing it again each time
+# was most of an event's CPU. An entry never changes once written (a new state is a new member),
+# so the parse can be kept; bounded, and shared: callers read entries, never change them.
+_PARSED: dict[bytes, tuple[tuple[float, float, str], dict[str, Any]]] = {}
+PARSED_MAX = 20000
+
+
+def _parsed(member: bytes) -> tuple[tuple[float, float, str], dict[str, Any]]:
+    found = _PARSED.get(member)
+    if found is None:
+        entry = json.loads(member)
+        if len(_PARSED) >= PARSED_MAX:
+            _PARSED.clear()
+        found = _PARSED[member] = (order_key(entry), entry)
+    return found
+
+
 def states(redis: Redis, ref: str) -> list[dict[str, Any]]:
-    """Every state kept for a room (or ``url-…`` ref), oldest first in stream order."""
-    return sorted((json.loads(m) for m in redis.zrange(STATES_PREFIX + ref, 0, -1)), key=order_key)
+    """Every state kept for a room (or ``url-…`` ref), oldest first in stream order. The entries
+    are shared with later reads: read them, do not change them."""
+    pairs = sorted(map(_parsed, redis.zrange(STATES_PREFIX + ref, 0, -1)), key=_first)
+    return [entry for _, entry in pairs]
+
+
+def _first(pair: tuple[Any, Any]) -> Any:
+    return pair[0]
 
 
 def current_job(entries: list[dict[str, Any]]) -> str | None:
     """The job whose first state is the latest (entries in stream order)."""
-    first: dict[str, tuple] = {}
+    # In stream order, the job seen first last is the one whose first state is the latest.
+    seen: set[str] = set()
+    current = None
     for entry in entries:
-        first.setdefault(entry["job_id"], order_key(entry))
-    return max(first, key=first.__getitem__) if first else None
+        job = entry["job_id"]
+        if job not in seen:
+            seen.add(job)
+            current = job
+    return current
 
 
 def target(entries: list[dict[str, Any]], meaningful: Container[str] | None = None) -> dict[str, Any] | None:
