@@ -1,17 +1,23 @@
 """Pipeline benchmark: events per second through the worker side, and the latency from a
-callback received to the vendor call made, for the live path (stream state change → FlightHub
-converter PUT), with the worker the Procfile runs (`mediahook worker`: a pool of job processes),
+callback received to the first vendor call made, for the live path (stream state change →
+FlightHub converter PUT) and the upload path (CDNetworks VoD upload → one Muducloud create per
+video and rung), with the worker the Procfile runs (`mediahook worker`: a pool of job processes),
 next to RQ's own rate for no-op jobs measured in the same run.
 
-    python -m bench.pipeline                      # 1000 events at full speed + 500 paced at 50/s
+    python -m bench.pipeline                      # per path: 1000 events at full speed + 500 paced at 50/s
+    python -m bench.pipeline --path upload --skip-reference
     python -m bench.pipeline --worker-class rq.Worker --processes 1     # the old forking worker
     python -m bench.pipeline --events 2000 --rooms 20 --rate 30 --skip-reference
 
 What it starts (all on 127.0.0.1, all stopped on exit, Ctrl-C or error): its own redis-server,
 the vendor simulators (threads in this process), gunicorn with deploy/gunicorn.conf.py and 2
-workers, and one `mediahook worker` (with --processes N; default: the number of cores). It posts
-signed RTMP_STREAM_STATE_CHANGE callbacks (CONNECTED / END alternating per room, unique bodies)
-from one client, then waits until every event's reconcile action has finished.
+workers, and one `mediahook worker` (with --processes N; default: the number of cores). Per path
+(--path live|upload|both) it posts, from one client, either signed RTMP_STREAM_STATE_CHANGE
+callbacks (CONNECTED / END alternating per room, unique bodies) or CDNetworks upload callbacks
+(tests/fixtures/cdnetworks/vod_upload.json with unique videoIds: 2 videos of height 768, so 3
+rungs each of the default ladder), then waits until every action the events queued has finished:
+the reconcile (the converter PUT made), or every transcode submit (the Muducloud create made).
+Transcode polls are scheduled an hour out, so they stay out of the figures.
 
 Figures:
   * RQ's reference: no-op jobs per second of `rq worker --burst --quiet` with the forking Worker
@@ -22,9 +28,9 @@ Figures:
     the web side takes them; the RQ jobs the worker ran (its processes' own counts: one per event
     when the event job makes the reconcile's first attempt, two when the reconcile is a job of its
     own), and the ratios to RQ's no-op rate in events and in jobs;
-  * latency per event: the converter action's finish time (just after the PUT returned) minus
-    the event's received time, p50/p99. At full speed it is mostly queueing; the paced run
-    (--rate, default 50/s) is what a live show sees;
+  * latency per event: its first action's finish time (just after the PUT or the create
+    returned) minus the event's received time, p50/p99/max. At full speed it is mostly queueing;
+    the paced run (--rate, default 50/s) is what a live show sees;
   * CPU ms per event of each process group: web (gunicorn), worker (pool and job processes),
     redis-server, and this process (the poster and the simulators): on a 2-core box they all
     share the cores, so the worker's figure is what would scale on a host of its own.
@@ -33,6 +39,7 @@ Figures:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import signal
@@ -41,16 +48,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from rq import Queue, Worker
 
 from app.cli.embedded_redis import RedisServer
+from app.sources.base import TOKEN_PARAM
+from app.sources.cdnetworks import UPLOAD_HOOK
 from app.sources.metastudio import signed_url
 from bench.ingest import cpu_seconds, load_average
 from simulators import serve
+from simulators.state import EXTENSION
 from tests.helpers import free_port, to_toml
 from workers.actions import ACTION_PREFIX, EVENT_ACTIONS_PREFIX
 from workers.pool import default_processes
@@ -58,6 +70,11 @@ from workers.pool import default_processes
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-metastudio-key-0123456789a"
 LIVE_EVENTS = "/hooks/metastudio/live-events"
+CDN_TOKEN = "bench-cdnetworks-token-0123"
+UPLOAD_TEMPLATE = json.loads((ROOT / "tests" / "fixtures" / "cdnetworks" / "vod_upload.json").read_text())
+PATHS = ("live", "upload")
+# Past every run: the first poll of a task created here would otherwise land in the measurement.
+POLL_LATER_SECONDS = 3600.0
 NOOP_QUEUE = "bench-noop"
 REFERENCE_CLASSES = ("rq.Worker", "rq.worker.SimpleWorker")
 # The no-op of RQ's reference run: a function a forked work horse finds already imported (a job
@@ -69,9 +86,12 @@ def write_config(tmp: Path, redis_url: str, sim_url: str, rooms: list[str]) -> P
     config = {
         "spool_dir": str(tmp / "spool"),
         "redis": {"url": redis_url},
-        "sources": {"metastudio": {"auth_type": "MSS_A", "key": KEY, "tolerance_seconds": 3600}},
+        "sources": {"metastudio": {"auth_type": "MSS_A", "key": KEY, "tolerance_seconds": 3600},
+                    "cdnetworks": {"token": CDN_TOKEN}},
         "flighthub": {"base_url": sim_url, "user_token": "sim-flighthub-token", "retry_base_seconds": 1,
                       "retry_max_seconds": 5},
+        "transcoder": {"base_url": sim_url, "retry_base_seconds": 1, "retry_max_seconds": 5,
+                       "poll_initial_seconds": POLL_LATER_SECONDS, "poll_max_seconds": POLL_LATER_SECONDS},
         "logging": {"level": "INFO"},  # what production runs: the cost of the log lines counts
     }
     text = to_toml(config)
@@ -136,10 +156,34 @@ def family_cpu(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def body(room: str, n: int, state: str) -> bytes:
+def live_body(rooms: list[str], n: int) -> bytes:
+    """The ``n``-th stream state callback: rooms in turn, CONNECTED and END by turns per room."""
+    room = rooms[n % len(rooms)]
+    state = "CONNECTED" if (n // len(rooms)) % 2 == 0 else "END"
     msg = {"room_id": room, "job_id": f"bench-{n}", "output_url": "rtmp://live.example.com/app",
            "stream_key": "bench-key", "state": state}
     return json.dumps({"event_type": "RTMP_STREAM_STATE_CHANGE", "message": json.dumps(msg)}).encode()
+
+
+def upload_body(n: int) -> bytes:
+    """The ``n``-th upload callback: the vendor's example, its videos renamed to be new ones."""
+    doc = copy.deepcopy(UPLOAD_TEMPLATE)
+    for i, video in enumerate(doc["data"]["videoListInfo"]):
+        video["videoId"] = f"bench-{n}-{i}-{video['videoId']}"
+    return json.dumps(doc).encode()
+
+
+@dataclass(frozen=True)
+class Route:
+    """One path through the pipeline: where its callbacks go, what they are, and the vendor call
+    its actions make (the simulator's vendor and endpoint, counted in its call log)."""
+
+    name: str
+    url: str
+    body: Callable[[int], bytes]
+    call: str
+    vendor: str
+    endpoint: str
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -179,7 +223,7 @@ class Stack:
         self.rooms = [f"bench-room-{i:03d}" for i in range(args.rooms)]
         self.redis_server = RedisServer(str(tmp / "redis"), port=free_port()).start()
         stack.callback(self.redis_server.stop)
-        self.sim = serve(config={"seed": 1})
+        self.sim = serve(config={"seed": 1, "max_calls": 100_000})  # a run's calls all kept, to count
         stack.callback(self.sim.stop)
         config = write_config(tmp, self.redis_server.url, self.sim.url, self.rooms)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAHOOK_", "REDIS_URL"))}
@@ -204,38 +248,44 @@ class Stack:
                 return False
 
         wait_for(up, 30, "gunicorn")
-        self.url = signed_url(self.base + LIVE_EVENTS, KEY)
-        self.first = 0
+        self.routes = {
+            "live": Route("live", signed_url(self.base + LIVE_EVENTS, KEY), lambda n: live_body(self.rooms, n),
+                          "converter PUT", "flighthub", "update"),
+            "upload": Route("upload", f"{self.base}{UPLOAD_HOOK}?{TOKEN_PARAM}={CDN_TOKEN}", upload_body,
+                            "first Muducloud create", "muducloud", "create-transcode"),
+        }
+        self.first = dict.fromkeys(self.routes, 0)
 
     def cpu(self) -> dict[str, float]:
         return {"web": family_cpu(self.web.pid), "worker": family_cpu(self.worker.pid),
                 "redis": cpu_seconds([self.redis_server.process.pid] if self.redis_server.process else []),
                 "bench+sim": time.process_time()}
 
+    def vendor_calls(self, route: Route, since: int) -> int:
+        """Calls the simulator has taken on the route's vendor endpoint after its call ``since``."""
+        return len(self.sim.app.extensions[EXTENSION].list_calls(route.vendor, route.endpoint, since))
+
     def jobs_run(self) -> int:
         """RQ jobs the worker's processes have run, from their own counts in Redis."""
         return sum((w.successful_job_count or 0) + (w.failed_job_count or 0) for w in Worker.all(connection=self.redis))
 
-    def run(self, events: int, rate: float, timeout: float) -> dict:
-        """Post ``events`` callbacks (paced at ``rate``/s, or as fast as taken), wait for every
-        action; the figures."""
-        rooms = self.rooms
+    def run(self, route: Route, events: int, rate: float, timeout: float) -> dict:
+        """Post ``events`` callbacks of ``route`` (paced at ``rate``/s, or as fast as taken), wait
+        for every action; the figures."""
         ids: list[str] = []
+        calls0 = self.sim.app.extensions[EXTENSION].seq
         cpu0 = self.cpu()
         jobs0 = self.jobs_run()
         t0 = time.monotonic()
         for i in range(events):
-            n = self.first + i
-            room = rooms[n % len(rooms)]
-            state = "CONNECTED" if (n // len(rooms)) % 2 == 0 else "END"
-            r = self.session.post(self.url, data=body(room, n, state), timeout=10)
+            r = self.session.post(route.url, data=route.body(self.first[route.name] + i), timeout=10)
             r.raise_for_status()
             ids.append(r.json()["event_id"])
             if rate:
                 ahead = t0 + (i + 1) / rate - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)
-        self.first += events
+        self.first[route.name] += events
         posted = time.monotonic() - t0
         redis = self.redis
 
@@ -260,12 +310,15 @@ class Stack:
         latencies, statuses = [], {}
         for event_id in ids:
             received = float(redis.hget(f"mh:event:{event_id}", "received_at"))
+            done = []
             for action_id in redis.smembers(EVENT_ACTIONS_PREFIX + event_id):
-                status, done = redis.hmget(ACTION_PREFIX + action_id.decode(), "status", "updated_at")
+                status, updated = redis.hmget(ACTION_PREFIX + action_id.decode(), "status", "updated_at")
                 statuses[status.decode()] = statuses.get(status.decode(), 0) + 1
-                latencies.append((float(done) - received) * 1000)
-        return {"events": events, "posted_s": posted, "elapsed_s": elapsed, "rate": events / elapsed,
-                "jobs": jobs, "jobs_rate": jobs / elapsed,
+                done.append(float(updated))
+            latencies.append((min(done) - received) * 1000)  # the event's first vendor call made
+        return {"path": route.name, "call": route.call, "events": events, "posted_s": posted, "elapsed_s": elapsed,
+                "rate": events / elapsed, "jobs": jobs, "jobs_rate": jobs / elapsed,
+                "actions": sum(statuses.values()), "vendor_calls": self.vendor_calls(route, calls0),
                 "p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 99), "max_ms": max(latencies),
                 "statuses": statuses,
                 "cpu_ms_per_event": {k: (cpu1[k] - cpu0[k]) * 1000 / events for k in cpu0}}
@@ -276,8 +329,10 @@ def show(label: str, r: dict) -> None:
     print(f"  {label}: {r['events']} events posted in {r['posted_s']:.1f} s ({r['events'] / r['posted_s']:.0f}/s), "
           f"all processed in {r['elapsed_s']:.1f} s: {r['rate']:.1f} events/s ({r['jobs']} RQ jobs, "
           f"{r['jobs'] / r['events']:.2f} per event: {r['jobs_rate']:.0f} jobs/s)")
-    print(f"    received → converter call made: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-          f"max {r['max_ms']:.1f} ms; actions {r['statuses']}")
+    print(f"    received → {r['call']} made: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+          f"max {r['max_ms']:.1f} ms; actions {r['statuses']} ({r['actions'] / r['events']:.2f} per event), "
+          f"{r['vendor_calls']} {r['call'].removeprefix('first ')} calls at the simulator "
+          f"({r['vendor_calls'] / r['elapsed_s']:.0f}/s)")
     print(f"    CPU ms per event: {cpu}")
 
 
@@ -303,27 +358,42 @@ def run(args: argparse.Namespace) -> int:
             st.worker = start(cmd, st.env, tmp / "worker-2.log")
             stack.callback(stop, st.worker)
         time.sleep(2)  # the worker's processes start and connect
-        results = {"full speed": st.run(args.events, 0.0, args.timeout)}
-        show("full speed", results["full speed"])
-        if args.rate:
-            results[f"paced {args.rate:g}/s"] = r = st.run(args.paced_events, args.rate, args.timeout)
-            show(f"paced at {args.rate:g}/s", r)
-        full = results["full speed"]
-        for cls, rate in reference.items():
-            print(f"  ratio to RQ's no-op {cls}: events/s {full['rate'] / rate:.2f}×, "
-                  f"jobs/s {full['jobs_rate'] / rate:.2f}×")
+        results: dict[str, dict[str, dict]] = {}
+        for name in PATHS if args.path == "both" else (args.path,):
+            print(f"  {name} path:", flush=True)
+            results[name] = path_runs(st, st.routes[name], args, reference)
+        if len(results) == len(PATHS):
+            live, upload = (results[name]["full speed"] for name in PATHS)
+            print(f"  upload path / live path, full speed: events/s {upload['rate'] / live['rate']:.2f}×, "
+                  f"worker CPU per event {upload['cpu_ms_per_event']['worker'] / live['cpu_ms_per_event']['worker']:.2f}×")
         print(f"  load average after: {load_average()}")
         if args.json:
             Path(args.json).write_text(json.dumps({"reference": reference, "runs": results}, indent=2))
-        ok = all(set(r["statuses"]) <= {"succeeded", "skipped"} for r in results.values())
+        ok = all(set(r["statuses"]) <= {"succeeded", "skipped"} for runs in results.values() for r in runs.values())
         return 0 if ok else 1
+
+
+def path_runs(st: Stack, route: Route, args: argparse.Namespace, reference: dict[str, float]) -> dict[str, dict]:
+    """One path's runs (full speed, then paced), printed with the ratios to RQ's no-op rates."""
+    runs = {"full speed": st.run(route, args.events, 0.0, args.timeout)}
+    show("full speed", runs["full speed"])
+    if args.rate:
+        runs[f"paced {args.rate:g}/s"] = r = st.run(route, args.paced_events, args.rate, args.timeout)
+        show(f"paced at {args.rate:g}/s", r)
+    full = runs["full speed"]
+    for cls, rate in reference.items():
+        print(f"  ratio to RQ's no-op {cls}: events/s {full['rate'] / rate:.2f}×, "
+              f"jobs/s {full['jobs_rate'] / rate:.2f}×", flush=True)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=int, default=1000, help="events of the full-speed run")
+    p.add_argument("--path", choices=(*PATHS, "both"), default="both", help="which path to run (default both: "
+                                                                           "live, then upload)")
+    p.add_argument("--events", type=int, default=1000, help="events of the full-speed run (per path)")
     p.add_argument("--rate", type=float, default=50.0, help="callbacks per second of the paced run (0: none)")
-    p.add_argument("--paced-events", type=int, default=500, help="events of the paced run")
+    p.add_argument("--paced-events", type=int, default=500, help="events of the paced run (per path)")
     p.add_argument("--rooms", type=int, default=8, help="rooms (each bound to its own converter)")
     p.add_argument("--processes", type=int, default=0, help="`mediahook worker --processes` (default: cores)")
     p.add_argument("--worker-class", default="workers.pool.PoolWorker",
