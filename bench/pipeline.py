@@ -378,8 +378,9 @@ def run(args: argparse.Namespace) -> int:
             results[name] = path_runs(st, st.routes[name], args, reference)
         if len(results) == len(PATHS):
             live, upload = (results[name]["full speed"] for name in PATHS)
+            cpu = upload["cpu_ms_per_event"]["worker"] / live["cpu_ms_per_event"]["worker"]
             print(f"  upload path / live path, full speed: events/s {upload['rate'] / live['rate']:.2f}×, "
-                  f"worker CPU per event {upload['cpu_ms_per_event']['worker'] / live['cpu_ms_per_event']['worker']:.2f}×")
+                  f"worker CPU per event {cpu:.2f}×")
         print(f"  load average after: {load_average()}")
         if args.json:
             Path(args.json).write_text(json.dumps({"reference": reference, "runs": results}, indent=2))

@@ -141,7 +141,7 @@ def test_the_rate_limit_holds_for_first_attempts(make_app, sim, redis_client):
     times = [c["time"] for c in puts(sim.url)]
     assert len(times) == 3
     # 4 calls a second at most: slots 0.25 s apart (a little slack for the clocks' reading).
-    assert all(b - a >= 0.2 for a, b in zip(times, times[1:])), times
+    assert all(b - a >= 0.2 for a, b in zip(times, times[1:], strict=False)), times
 
 
 @pytest.fixture
@@ -224,7 +224,8 @@ def test_first_attempts_kept_by_an_event_job_that_then_fails_are_queued(make_app
 def test_after_the_event_jobs_timeout_the_attempt_is_retried_and_the_rest_queued(make_app, sim, redis_client, drive):
     sections = vendor_sections(sim.url)
     sections["flighthub"]["read_timeout"] = 5.0
-    client = make_app(job_timeout_seconds=1, flighthub=sections["flighthub"], koophone=sections["koophone"]).test_client()
+    client = make_app(job_timeout_seconds=1, flighthub=sections["flighthub"],
+                      koophone=sections["koophone"]).test_client()
     set_faults(sim.url, {"flighthub": {"update": {"latency_ms": 2500}}})
     event_id = post_live(client, stream_event(ROOM, "CONNECTED"))
     work_events(redis_client)  # the reconcile's PUT outlasts the event job's 1 s: its alarm goes off
