@@ -152,8 +152,9 @@ class Drainer:
         delay = self.interval
         while not self._stop.wait(delay):
             try:
-                if not pending(self.spool_dir) or self.store.breaker.is_open:
-                    # While the breaker is open its probe watches Redis: look again soon, at no cost.
+                if self.store.breaker.is_open or not pending(self.spool_dir):
+                    # While the breaker is open its probe watches Redis: look again soon, at no cost
+                    # (not even listing the spool, which grows by every callback of the outage).
                     delay = self.interval
                     continue
                 before = depth(self.spool_dir)
