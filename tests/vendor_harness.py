@@ -18,6 +18,7 @@ import requests
 from redis import Redis
 from rq import Worker
 
+from bench.pipeline import descendants
 from tests.helpers import CDN_TOKEN, live_event, signed_path, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,20 +194,7 @@ class WorkerProcess:
 
     def descendants(self) -> list[int]:
         """Every process this worker started, however deep (from /proc)."""
-        parents: dict[int, int] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-        found, frontier = [], [self.pid]
-        while frontier:
-            children = [p for p, parent in parents.items() if parent in frontier]
-            found += children
-            frontier = children
-        return found
+        return [p for p in descendants(self.pid) if p != self.pid]
 
     def kill(self) -> None:
         """SIGKILL to the worker and everything it started, at once. RQ's work horse calls
