@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         redis.start()
         try:
             config = write_config(tmp, redis.url)
-            with gunicorn("mediahook", bench_env(config, 2, "sync", 4), tmp / "gunicorn.log", redis) as server:
+            with gunicorn("mediahook", bench_env(config, 2, "sync", 1), tmp / "gunicorn.log", redis) as server:
                 base = f"http://127.0.0.1:{server.port}"
                 path = signed_url(base + LIVE_EVENTS, KEY)[len(base):]
                 times: list[tuple[float, float, int]] = []  # (sent, seconds, status)
