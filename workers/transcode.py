@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -99,23 +100,62 @@ def origin_url(cfg: Transcoder, video: dict[str, Any]) -> str:
 def plan_upload(redis: Redis, cfg: Transcoder, videos: list[dict[str, Any]],
                 event_id: str) -> tuple[list[str], list[str]]:
     """Queue a submit per video and rung; returns (action ids, notes on what was not queued).
-    Each video is planned on its own: one that cannot be planned is noted, the others go on."""
-    action_ids: list[str] = []
+    Each video is planned on its own: one that cannot be planned is noted, the others go on.
+
+    An upload's rungs are read in one round trip and the records of those to submit written in
+    one transaction (an upload is a few videos of a few rungs each), then their submits queued:
+    a worker dying in between leaves records that ask for a submit and none queued, which the
+    next callback (or a replay) for the video queues, as it would after any death before that."""
     notes: list[str] = []
+    asked: list[tuple[str, str, str]] = []  # (video id, rung, origin URL)
     for video in videos:
         try:
-            ids, more = _plan_video(redis, cfg, video, event_id)
+            more_rungs, more = _video_rungs(cfg, video)
+        except Exception as exc:
+            log.exception("video %r: not planned", video.get("videoId"))
+            more_rungs, more = [], [_not_planned(video, exc)]
+        asked += more_rungs
+        notes += more
+    if not asked:
+        return [], notes
+    pipe = redis.pipeline(transaction=False)
+    for video_id, rung, _ in asked:
+        pipe.hgetall(key(video_id, rung))
+    states = [_decoded(raw) for raw in pipe.execute()]
+    decided = [(video_id, rung, url, _want(cfg, video_id, rung, url, event_id, state))
+               for (video_id, rung, url), state in zip(asked, states, strict=True)]
+    writes = {(video_id, rung): want.fields for video_id, rung, _, want in decided if want.fields}
+    if writes:
+        _set_many(redis, writes)
+    action_ids: list[str] = []
+    failed: set[str] = set()  # videos noted as not planned: their other rungs are left alone
+    for video_id, rung, url, want in decided:
+        if want.note:
+            notes.append(want.note)
+        if video_id in failed or not want.action_id:
+            continue
+        try:
+            if want.fields:
+                actions.enqueue(redis, want.action_id, TRANSCODE_SUBMIT, event_id=event_id, policy=cfg.http,
+                                params=_submit_params(want.action_id, video_id, rung, url, event_id))
+                action_ids.append(want.action_id)
+            else:
+                _queue_resubmit(redis, cfg, video_id, rung, want.state)  # queued already, unless a worker died first
         except RedisError:
             raise  # not the video's fault: the event job is retried
         except Exception as exc:
-            log.exception("video %r: not planned", video.get("videoId"))
-            ids, more = [], [f"video {video.get('videoId')!r}: not planned ({exc.__class__.__name__}: {exc})"]
-        action_ids += ids
-        notes += more
+            log.exception("video %r: not planned", video_id)
+            failed.add(video_id)
+            notes.append(_not_planned({"videoId": video_id}, exc))
     return action_ids, notes
 
 
-def _plan_video(redis: Redis, cfg: Transcoder, video: dict[str, Any], event_id: str) -> tuple[list[str], list[str]]:
+def _not_planned(video: dict[str, Any], exc: Exception) -> str:
+    return f"video {video.get('videoId')!r}: not planned ({exc.__class__.__name__}: {exc})"
+
+
+def _video_rungs(cfg: Transcoder, video: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The (video id, rung, origin URL) a video asks for; notes on what it does not."""
     video_id = video["videoId"]
     video_id.encode()  # a lone surrogate (JSON allows its escape) cannot be a Redis key: noted, not planned
     if not needs_transcode(video):
@@ -126,43 +166,43 @@ def _plan_video(redis: Redis, cfg: Transcoder, video: dict[str, Any], event_id: 
     except ValueError as exc:
         return [], [str(exc)]
     rungs = rungs_for(cfg, video)
-    ids, notes = [], []
     if not rungs:
-        notes.append(f"video {video_id}: source height {source_height(video)} is below every rung of the ladder")
-    for rung in rungs:
-        action_id, note = want(redis, cfg, video_id, rung, url, event_id)
-        if action_id:
-            ids.append(action_id)
-        if note:
-            notes.append(note)
-    return ids, notes
+        return [], [f"video {video_id}: source height {source_height(video)} is below every rung of the ladder"]
+    return [(video_id, rung, url) for rung in rungs], []
 
 
-def want(redis: Redis, cfg: Transcoder, video_id: str, rung: str, url: str,
-         event_id: str | None) -> tuple[str | None, str | None]:
-    """Ask for a rung from a callback: (the submit action queued, or None; a note).
+@dataclass(frozen=True)
+class Want:
+    """What a callback asking for a rung does: write ``fields`` to its record and queue its submit
+    ``action_id``; or queue the resubmit the record names (``state``); or nothing (``note``)."""
+
+    action_id: str | None = None
+    fields: dict[str, Any] | None = None
+    state: dict[str, str] | None = None
+    note: str | None = None
+
+
+def _want(cfg: Transcoder, video_id: str, rung: str, url: str, event_id: str | None,
+          state: dict[str, str]) -> Want:
+    """Ask for a rung from a callback, given its record.
 
     A rung done or with a live task is left alone. Otherwise the newest callback's URL becomes
     the rung's ``wanted_url`` and the rung's submit action runs (again, if it ended badly)."""
-    state = _state(redis, video_id, rung)
     status = state.get("state")
     if status == "success":
-        return None, f"video {video_id} rung {rung}: already transcoded (task {state.get('task_id')})"
+        return Want(note=f"video {video_id} rung {rung}: already transcoded (task {state.get('task_id')})")
     if status == "resubmitting" and state.get("action_id"):
-        _queue_resubmit(redis, cfg, video_id, rung, state)  # queued already, unless a worker died first
-        return None, f"video {video_id} rung {rung}: being resubmitted ({state['action_id']})"
+        return Want(action_id=state["action_id"], state=state,
+                    note=f"video {video_id} rung {rung}: being resubmitted ({state['action_id']})")
     if status in TASK_STATES:
-        return None, f"video {video_id} rung {rung}: in progress (task {state.get('task_id')}, {status})"
+        return Want(note=f"video {video_id} rung {rung}: in progress (task {state.get('task_id')}, {status})")
     action_id = state.get("action_id") or submit_action_id(video_id, rung)
     fields: dict[str, Any] = {"wanted_url": url, "event_id": event_id or "", "action_id": action_id}
     if status is None:
         fields["state"] = "queued"
     if status is None or status in BAD_ENDINGS:
         fields["give_up_at"] = repr(time.time() + cfg.poll_deadline_seconds)
-    _set(redis, video_id, rung, **fields)
-    actions.enqueue(redis, action_id, TRANSCODE_SUBMIT, event_id=event_id, policy=cfg.http,
-                    params=_submit_params(action_id, video_id, rung, url, event_id))
-    return action_id, None
+    return Want(action_id=action_id, fields=fields)
 
 
 def _submit_params(action_id: str, video_id: str, rung: str, url: str, event_id: str | None) -> dict[str, Any]:
@@ -180,18 +220,41 @@ def _encodable(text: str) -> bool:
 # --- the rung record --------------------------------------------------------------------------
 
 def _state(redis: Redis, video_id: str, rung: str) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in redis.hgetall(key(video_id, rung)).items()}
+    return _decoded(redis.hgetall(key(video_id, rung)))
+
+
+def _decoded(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _mapping(video_id: str, rung: str, fields: dict[str, Any]) -> dict[str, str]:
+    return {**{f: str(v) for f, v in fields.items()}, "video_id": video_id, "rung": rung,
+            "updated_at": repr(time.time())}
 
 
 def _set(redis: Redis, video_id: str, rung: str, **fields: Any) -> None:
-    k = key(video_id, rung)
+    """Write fields of a rung's record, keeping it (and the video's list of rungs) for ``TTL``."""
+    _set_many(redis, {(video_id, rung): fields})
+
+
+def _set_many(redis: Redis, writes: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """``_set`` for several rungs, in one transaction (each video's rung list added to once)."""
     pipe = redis.pipeline()
-    pipe.hset(k, mapping={**{f: str(v) for f, v in fields.items()}, "video_id": video_id, "rung": rung,
-                          "updated_at": repr(time.time())})
-    pipe.expire(k, TTL)
-    pipe.sadd(VIDEO_RUNGS_PREFIX + video_id, rung)
-    pipe.expire(VIDEO_RUNGS_PREFIX + video_id, TTL)
+    by_video: dict[str, list[str]] = {}
+    for (video_id, rung), fields in writes.items():
+        pipe.hset(key(video_id, rung), mapping=_mapping(video_id, rung, fields))
+        pipe.expire(key(video_id, rung), TTL)
+        by_video.setdefault(video_id, []).append(rung)
+    for video_id, rungs in by_video.items():
+        pipe.sadd(VIDEO_RUNGS_PREFIX + video_id, *rungs)
+        pipe.expire(VIDEO_RUNGS_PREFIX + video_id, TTL)
     pipe.execute()
+
+
+def _update(redis: Redis, video_id: str, rung: str, **fields: Any) -> None:
+    """A later write of a submit attempt, after its first (``_set``, which kept the record and
+    the video's rung list for ``TTL``): the fields only, one command."""
+    redis.hset(key(video_id, rung), mapping=_mapping(video_id, rung, fields))
 
 
 def _end_badly(redis: Redis, video_id: str, rung: str, state: dict[str, str], ending: str, code: Any,
@@ -282,13 +345,13 @@ def _submit(redis: Redis, cfg: Transcoder, action_id: str, video_id: str, rung: 
         fields["give_up_at"] = repr(time.time() + cfg.poll_deadline_seconds)
     if state.get("task_id"):
         fields.update(failed_task_ids=_retire(state), task_id="")
-    _set(redis, video_id, rung, **fields)
     state.update({k: str(v) for k, v in fields.items()})
-
-    if state.get("unknown_since"):
-        adopted = _adopt_unknown(redis, cfg, video_id, rung, state, url, template_id)
-        if adopted is not None:
-            return adopted
+    if not state.get("unknown_since"):
+        return _create(redis, cfg, video_id, rung, state, url, template_id, fields)  # written with the intent
+    _set(redis, video_id, rung, **fields)
+    adopted = _adopt_unknown(redis, cfg, video_id, rung, state, url, template_id)
+    if adopted is not None:
+        return adopted
     return _create(redis, cfg, video_id, rung, state, url, template_id)
 
 
@@ -350,20 +413,30 @@ def _not_done(exc: VendorError) -> bool:
 
 
 def _create(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[str, str], url: str,
-            template_id: int) -> dict:
+            template_id: int, fields: dict[str, Any] | None = None) -> dict:
+    """Create the rung's task. ``fields``: the attempt's first write to the record, made with the
+    intent (None: the record was written earlier in this attempt, before a lookup)."""
     earlier_unknown = state.get("unknown_since") or ""
-    # The intent, before the call: if we die or the answer is lost, the next attempt looks it up.
-    _set(redis, video_id, rung, state="creating", origin_url=url, template_id=template_id,
-         intent_at=repr(time.time()), unknown_since=earlier_unknown or repr(time.time()))
+    # The intent, before the call and in a round trip of its own: if we die or the answer is
+    # lost, the next attempt looks it up.
+    intent = dict(state="creating", origin_url=url, template_id=template_id, intent_at=repr(time.time()),
+                  unknown_since=earlier_unknown or repr(time.time()))
+    if fields is None:
+        _update(redis, video_id, rung, **intent)
+    else:
+        _set(redis, video_id, rung, **fields, **intent)
     try:
         task_id = muducloud.create(cfg, url, template_id)
     except VendorError as exc:
+        after: dict[str, Any] = {}
         if _not_done(exc):
-            _set(redis, video_id, rung, unknown_since=earlier_unknown)
+            after["unknown_since"] = earlier_unknown
         if not exc.transient:
-            _set(redis, video_id, rung, state="failed", error=f"{exc.code}: {exc.message}",
-                 error_code="" if exc.code is None else exc.code, error_message=exc.message,
-                 ended_at=repr(time.time()))
+            after.update(state="failed", error=f"{exc.code}: {exc.message}",
+                         error_code="" if exc.code is None else exc.code, error_message=exc.message,
+                         ended_at=repr(time.time()))
+        if after:
+            _update(redis, video_id, rung, **after)
         raise
     return _record_task(redis, cfg, video_id, rung, muducloud.Task(
         id=task_id, status=0, progress=0.0, origin_url=url, task_config_temp_id=template_id, target_url=None,
@@ -372,7 +445,8 @@ def _create(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict
 
 def _record_task(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task: muducloud.Task,
                  adopted: str | None = None, sweep_since: str = "") -> dict:
-    """The rung now has ``task``: poll it (or, succeeded already, finish)."""
+    """The rung now has ``task``: poll it (or, succeeded already, finish). Called after the
+    attempt's first write to the record (``_update`` then)."""
     now = time.time()
     fields: dict[str, Any] = {"task_id": task.id, "origin_url": task.origin_url or "", "submitted_at": repr(now),
                               "unknown_since": "", "deadline": repr(now + cfg.poll_deadline_seconds)}
@@ -383,12 +457,12 @@ def _record_task(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task: 
     if adopted:
         result["adopted"] = adopted
     if task.status == muducloud.SUCCESS and not sweep_since:
-        _set(redis, video_id, rung, **fields, state="success", progress=1.0, target_url=task.target_url or "",
-             error="", ended_at=repr(now))
+        _update(redis, video_id, rung, **fields, state="success", progress=1.0, target_url=task.target_url or "",
+                error="", ended_at=repr(now))
         return result
     # (A task already done but with a sweep due is polled once, and the poll sweeps.)
     state = "submitted" if (task.status == 0 and not adopted) or task.status == muducloud.SUCCESS else task.state
-    _set(redis, video_id, rung, **fields, state=state, poll_n=1, progress=task.progress)
+    _update(redis, video_id, rung, **fields, state=state, poll_n=1, progress=task.progress)
     _schedule_poll(redis, cfg, video_id, rung, task.id, 1)  # a kill before this: the retried submit schedules it
     return result
 
