@@ -19,6 +19,7 @@ job body runs inside ``running`` (see docs/architecture.md, "Actions").
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import logging
@@ -38,7 +39,7 @@ from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
-from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
+from rq.scripts import UNIQUE_ENQUEUE_SCRIPT, UNIQUE_SCHEDULE_SCRIPT
 from rq.timeouts import JobTimeoutException
 from rq.utils import now as rq_now
 
@@ -201,18 +202,10 @@ def enqueue(redis: Redis, action_id: str, action: Action, *, event_id: str | Non
     batch = _batch.get()
     here = batch is not None and not delay
     pipe = redis.pipeline()
-    pipe.hsetnx(key, "created_at", _now())
-    # The record is for people to read: secrets (a stream_key) stay in the RQ job only.
-    pipe.hset(key, mapping={"id": action_id, "kind": kind, "params": json.dumps(redact(params), sort_keys=True)})
-    pipe.hsetnx(key, "status", "queued")
-    pipe.hsetnx(key, "attempts", 0)
+    _record_writes(pipe, action_id, kind, event_id, params)
     if event_id:
-        pipe.hsetnx(key, "event_id", event_id)
         pipe.sadd(EVENT_ACTIONS_PREFIX + event_id, action_id)
         pipe.expire(EVENT_ACTIONS_PREFIX + event_id, ACTION_TTL)
-    pipe.expire(key, ACTION_TTL)
-    # nx: a repeat keeps its first time; a repeat of a finished action is dropped by the sweep.
-    pipe.zadd(OPEN_INDEX, {action_id: time.time()}, nx=True)
     if here:
         # While this job is live the sweep counts the action live too (its own job is in no queue),
         # and the action's job is saved (once) in the same round trip, not pushed.
@@ -232,6 +225,81 @@ def enqueue(redis: Redis, action_id: str, action: Action, *, event_id: str | Non
             pass
     # A newer event's params replace the old ones: what runs is what the record shows.
     return "requeued" if requeue(redis, action_id, policy, params=params) else "exists"
+
+
+def _record_writes(pipe: Any, action_id: str, kind: str, event_id: str | None, params: dict[str, Any]) -> None:
+    """An action's record, as queued (a repeat keeps what it had: first time, status, attempts).
+    Its place in its event's set is the caller's to write (several actions of an event: one SADD)."""
+    key = ACTION_PREFIX + action_id
+    pipe.hsetnx(key, "created_at", _now())
+    # The record is for people to read: secrets (a stream_key) stay in the RQ job only.
+    pipe.hset(key, mapping={"id": action_id, "kind": kind, "params": json.dumps(redact(params), sort_keys=True)})
+    pipe.hsetnx(key, "status", "queued")
+    pipe.hsetnx(key, "attempts", 0)
+    if event_id:
+        pipe.hsetnx(key, "event_id", event_id)
+    pipe.expire(key, ACTION_TTL)
+    # nx: a repeat keeps its first time; a repeat of a finished action is dropped by the sweep.
+    pipe.zadd(OPEN_INDEX, {action_id: time.time()}, nx=True)
+
+
+@dataclass(frozen=True)
+class ToQueue:
+    """One action for ``enqueue_many``: the arguments of ``enqueue``."""
+
+    action_id: str
+    action: Action
+    params: dict[str, Any]
+    event_id: str | None = None
+    policy: HttpPolicy | None = None
+    delay: float | None = None
+    timeout: int = 300
+
+
+def enqueue_many(redis: Redis, items: list[ToQueue], pipe: Any = None) -> list[str]:
+    """``enqueue`` for several actions in one round trip: their records and their jobs' unique
+    saves (kept for the event job, or scheduled) go out in ``pipe``, a transaction the caller may
+    have put its own writes in (sent with them: all or none), or in a new one. A job neither kept
+    nor delayed is queued right after, as ``enqueue`` does. Returns ``enqueue``'s answer for each."""
+    pipe = pipe if pipe is not None else redis.pipeline()
+    batch = _batch.get()
+    saves: list[tuple[ToQueue, Job | None, int | None]] = []  # (item, job kept here, index of its save's reply)
+    by_event: dict[str, list[str]] = {}
+    for item in items:
+        kind, here = item.action.kind, batch is not None and not item.delay
+        _record_writes(pipe, item.action_id, kind, item.event_id, item.params)
+        if item.event_id:
+            by_event.setdefault(item.event_id, []).append(item.action_id)
+        options = dict(kind=kind, params=item.params, policy=item.policy, timeout=item.timeout)
+        if here:
+            pipe.hset(ACTION_PREFIX + item.action_id, RUN_BY, batch.job_id)  # as in enqueue
+            saves.append((item, _kept_job(redis, pipe, item.action_id, item.action.job, **options), len(pipe) - 1))
+        elif item.delay:
+            _scheduled_job(redis, pipe, item.action_id, item.action.job, delay=item.delay, **options)
+            saves.append((item, None, len(pipe) - 1))
+        else:
+            saves.append((item, None, None))
+    for event_id, ids in by_event.items():
+        pipe.sadd(EVENT_ACTIONS_PREFIX + event_id, *ids)
+        pipe.expire(EVENT_ACTIONS_PREFIX + event_id, ACTION_TTL)
+    replies = pipe.execute()
+    out = []
+    for item, kept, at in saves:
+        if at is None:
+            try:
+                _enqueue_job(redis, item.action_id, item.action.job, kind=item.action.kind, params=item.params,
+                             policy=item.policy, timeout=item.timeout)
+                out.append("queued")
+                continue
+            except DuplicateJobError:
+                pass
+        elif replies[at]:
+            if kept is not None:
+                batch.jobs.append(kept)
+            out.append("queued")
+            continue
+        out.append("requeued" if requeue(redis, item.action_id, item.policy, params=item.params) else "exists")
+    return out
 
 
 def _job_options(action_id: str, kind: str, policy: HttpPolicy | None) -> dict[str, Any]:
@@ -258,12 +326,30 @@ def _kept_job(redis: Redis, pipe: Any, action_id: str, func: str, *, kind: str, 
     job = queue.create_job(func, kwargs=params, timeout=timeout, status=JobStatus.QUEUED,
                            **_job_options(action_id, kind, policy))
     job.enqueued_at = rq_now()
-    fields = [part for name, value in job.to_dict().items() if value is not None
-              for part in (name, value if isinstance(value, (bytes, str)) else str(value))]
     # EVAL, not a Script object: redis-py checks a pipeline's Script objects with SCRIPT EXISTS
     # first (a round trip more); Redis keeps the compiled script by its hash either way.
-    pipe.eval(UNIQUE_ENQUEUE_SCRIPT, 2, job.key, queue.key, job.id, "N", -1, *fields)
+    pipe.eval(UNIQUE_ENQUEUE_SCRIPT, 2, job.key, queue.key, job.id, "N", -1, *_job_fields(job))
     return job
+
+
+def _scheduled_job(redis: Redis, pipe: Any, action_id: str, func: str, *, kind: str, params: dict[str, Any],
+                   policy: HttpPolicy | None, timeout: int, delay: float) -> Job:
+    """The action's RQ job, saved by ``pipe`` and scheduled ``delay`` seconds out unless one
+    exists (RQ's own unique-schedule script, as ``enqueue_in(unique=True)`` runs it; 0 then)."""
+    queue = Queue(ACTIONS_QUEUE, connection=redis)
+    job = queue.create_job(func, kwargs=params, timeout=timeout, status=JobStatus.SCHEDULED,
+                           **_job_options(action_id, kind, policy))
+    due = rq_now() + _seconds(delay)
+    pipe.eval(UNIQUE_SCHEDULE_SCRIPT, 3, job.key, queue.scheduled_job_registry.key, Queue.redis_queues_keys,
+              job.id, job.ttl if job.ttl is not None else -1, calendar.timegm(due.utctimetuple()), queue.key,
+              *_job_fields(job))
+    return job
+
+
+def _job_fields(job: Job) -> list[Any]:
+    """A job's hash as the unique-save scripts take it (field, value, …), as RQ builds it."""
+    return [part for name, value in job.to_dict().items() if value is not None
+            for part in (name, value if isinstance(value, (bytes, str)) else str(value))]
 
 
 def requeue(redis: Redis, action_id: str, policy: HttpPolicy | None = None,

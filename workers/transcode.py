@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import quote
 
 from redis import Redis
-from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 
@@ -102,10 +101,9 @@ def plan_upload(redis: Redis, cfg: Transcoder, videos: list[dict[str, Any]],
     """Queue a submit per video and rung; returns (action ids, notes on what was not queued).
     Each video is planned on its own: one that cannot be planned is noted, the others go on.
 
-    An upload's rungs are read in one round trip and the records of those to submit written in
-    one transaction (an upload is a few videos of a few rungs each), then their submits queued:
-    a worker dying in between leaves records that ask for a submit and none queued, which the
-    next callback (or a replay) for the video queues, as it would after any death before that."""
+    An upload's rungs are read in one round trip, and the records of those to submit written
+    with their submit actions in one transaction: a few videos of a few rungs each cost two
+    round trips, not three per rung."""
     notes: list[str] = []
     asked: list[tuple[str, str, str]] = []  # (video id, rung, origin URL)
     for video in videos:
@@ -124,30 +122,20 @@ def plan_upload(redis: Redis, cfg: Transcoder, videos: list[dict[str, Any]],
     states = [_decoded(raw) for raw in pipe.execute()]
     decided = [(video_id, rung, url, _want(cfg, video_id, rung, url, event_id, state))
                for (video_id, rung, url), state in zip(asked, states, strict=True)]
-    writes = {(video_id, rung): want.fields for video_id, rung, _, want in decided if want.fields}
-    if writes:
-        _set_many(redis, writes)
-    action_ids: list[str] = []
-    failed: set[str] = set()  # videos noted as not planned: their other rungs are left alone
-    for video_id, rung, url, want in decided:
-        if want.note:
-            notes.append(want.note)
-        if video_id in failed or not want.action_id:
-            continue
-        try:
-            if want.fields:
-                actions.enqueue(redis, want.action_id, TRANSCODE_SUBMIT, event_id=event_id, policy=cfg.http,
-                                params=_submit_params(want.action_id, video_id, rung, url, event_id))
-                action_ids.append(want.action_id)
-            else:
-                _queue_resubmit(redis, cfg, video_id, rung, want.state)  # queued already, unless a worker died first
-        except RedisError:
-            raise  # not the video's fault: the event job is retried
-        except Exception as exc:
-            log.exception("video %r: not planned", video_id)
-            failed.add(video_id)
-            notes.append(_not_planned({"videoId": video_id}, exc))
-    return action_ids, notes
+    submits = [(video_id, rung, url, want) for video_id, rung, url, want in decided if want.fields]
+    if submits:
+        # The records and the submits they name: all or none.
+        pipe = redis.pipeline()
+        _set_many(pipe, {(video_id, rung): want.fields for video_id, rung, _, want in submits})
+        actions.enqueue_many(redis, [
+            actions.ToQueue(want.action_id, TRANSCODE_SUBMIT, _submit_params(want.action_id, video_id, rung, url,
+                                                                               event_id),
+                            event_id=event_id, policy=cfg.http)
+            for video_id, rung, url, want in submits], pipe=pipe)
+    for video_id, rung, _, want in decided:
+        if want.state is not None:
+            _queue_resubmit(redis, cfg, video_id, rung, want.state)  # queued already, unless a worker died first
+    return [want.action_id for *_, want in submits], notes + [want.note for *_, want in decided if want.note]
 
 
 def _not_planned(video: dict[str, Any], exc: Exception) -> str:
@@ -165,6 +153,7 @@ def _video_rungs(cfg: Transcoder, video: dict[str, Any]) -> tuple[list[tuple[str
         url = origin_url(cfg, video)
     except ValueError as exc:
         return [], [str(exc)]
+    url.encode()  # the unquoted host may hold a lone surrogate too
     rungs = rungs_for(cfg, video)
     if not rungs:
         return [], [f"video {video_id}: source height {source_height(video)} is below every rung of the ladder"]
@@ -234,12 +223,13 @@ def _mapping(video_id: str, rung: str, fields: dict[str, Any]) -> dict[str, str]
 
 def _set(redis: Redis, video_id: str, rung: str, **fields: Any) -> None:
     """Write fields of a rung's record, keeping it (and the video's list of rungs) for ``TTL``."""
-    _set_many(redis, {(video_id, rung): fields})
-
-
-def _set_many(redis: Redis, writes: dict[tuple[str, str], dict[str, Any]]) -> None:
-    """``_set`` for several rungs, in one transaction (each video's rung list added to once)."""
     pipe = redis.pipeline()
+    _set_many(pipe, {(video_id, rung): fields})
+    pipe.execute()
+
+
+def _set_many(pipe: Any, writes: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """``_set`` for several rungs, into ``pipe`` (each video's rung list added to once)."""
     by_video: dict[str, list[str]] = {}
     for (video_id, rung), fields in writes.items():
         pipe.hset(key(video_id, rung), mapping=_mapping(video_id, rung, fields))
@@ -248,7 +238,6 @@ def _set_many(redis: Redis, writes: dict[tuple[str, str], dict[str, Any]]) -> No
     for video_id, rungs in by_video.items():
         pipe.sadd(VIDEO_RUNGS_PREFIX + video_id, *rungs)
         pipe.expire(VIDEO_RUNGS_PREFIX + video_id, TTL)
-    pipe.execute()
 
 
 def _update(redis: Redis, video_id: str, rung: str, **fields: Any) -> None:
@@ -462,18 +451,26 @@ def _record_task(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task: 
         return result
     # (A task already done but with a sweep due is polled once, and the poll sweeps.)
     state = "submitted" if (task.status == 0 and not adopted) or task.status == muducloud.SUCCESS else task.state
-    _update(redis, video_id, rung, **fields, state=state, poll_n=1, progress=task.progress)
-    _schedule_poll(redis, cfg, video_id, rung, task.id, 1)  # a kill before this: the retried submit schedules it
+    # The task and its first poll, all or none: a kill before leaves the intent, which the retried
+    # submit looks up (and adopts the task, and schedules its poll).
+    pipe = redis.pipeline()
+    pipe.hset(key(video_id, rung), mapping=_mapping(video_id, rung, {**fields, "state": state, "poll_n": 1,
+                                                                     "progress": task.progress}))
+    _schedule_poll(redis, cfg, video_id, rung, task.id, 1, pipe)
     return result
 
 
 # --- polling ----------------------------------------------------------------------------------
 
-def _schedule_poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task_id: str, n: int) -> None:
+def _schedule_poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task_id: str, n: int,
+                   pipe: Any = None) -> None:
+    """Schedule poll ``n`` of the task (once: its id names the task and n), in one round trip:
+    ``pipe``'s, with the writes the caller put in it, or its own."""
     delay = min(cfg.poll_initial_seconds * 2 ** max(n - 1, 0), cfg.poll_max_seconds)
     action_id = f"transcode-poll-{task_id}-{n}"
-    actions.enqueue(redis, action_id, TRANSCODE_POLL, event_id=None, policy=cfg.http, delay=delay,
-                    params={"action_id": action_id, "video_id": video_id, "rung": rung, "n": n, "task_id": task_id})
+    params = {"action_id": action_id, "video_id": video_id, "rung": rung, "n": n, "task_id": task_id}
+    actions.enqueue_many(redis, [actions.ToQueue(action_id, TRANSCODE_POLL, params, policy=cfg.http, delay=delay)],
+                         pipe=pipe)
 
 
 def poll(action_id: str, video_id: str, rung: str, n: int, task_id: str | None = None) -> None:
