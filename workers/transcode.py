@@ -475,8 +475,8 @@ def _schedule_poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task
 
 def poll(action_id: str, video_id: str, rung: str, n: int, task_id: str | None = None) -> None:
     """Poll the rung's task once. Poll n runs unless a later poll already ran (``poll_n`` > n):
-    the next poll is scheduled before ``poll_n`` moves, so a worker killed in between leaves a
-    chain that still goes on, and never two."""
+    the next poll is scheduled in the transaction that moves ``poll_n``, so a worker killed
+    before it leaves poll n the latest, run again, and the chain never forks in two."""
     with actions.running(action_id, TRANSCODE_POLL) as run:
         redis, cfg = run.redis, run.cfg
         state = _state(redis, video_id, rung)
@@ -500,8 +500,7 @@ def _poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[s
     except VendorError as exc:
         if exc.transient and not past_deadline:
             # A poll that errors is polled again; it is no failure of the rung.
-            _schedule_poll(redis, cfg, video_id, rung, task_id, n + 1)
-            _set(redis, video_id, rung, poll_n=n + 1, poll_error=f"{exc.code}: {exc.message}")
+            _next_poll(redis, cfg, video_id, rung, task_id, n, poll_error=f"{exc.code}: {exc.message}")
             return {"task_id": task_id, "poll_error": exc.message, "next_poll": n + 1}
         if exc.transient:
             _end_badly(redis, video_id, rung, state, "timed_out", "timed_out",
@@ -523,9 +522,15 @@ def _poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[s
         _end_badly(redis, video_id, rung, state, "timed_out", "timed_out",
                    f"not final after {cfg.poll_deadline_seconds:.0f}s")
     else:
-        _schedule_poll(redis, cfg, video_id, rung, task_id, n + 1)
-        _set(redis, video_id, rung, state=task.state, progress=task.progress, poll_n=n + 1, poll_error="")
+        _next_poll(redis, cfg, video_id, rung, task_id, n, state=task.state, progress=task.progress, poll_error="")
     return result
+
+
+def _next_poll(redis: Redis, cfg: Transcoder, video_id: str, rung: str, task_id: str, n: int, **fields: Any) -> None:
+    """Schedule poll n + 1 and move the record's ``poll_n`` to it, in one transaction."""
+    pipe = redis.pipeline()
+    _set_many(pipe, {(video_id, rung): {**fields, "poll_n": n + 1}})
+    _schedule_poll(redis, cfg, video_id, rung, task_id, n + 1, pipe)
 
 
 def _sweep(redis: Redis, cfg: Transcoder, video_id: str, rung: str, state: dict[str, str]) -> None:
