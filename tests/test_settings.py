@@ -20,6 +20,7 @@ def test_defaults_without_a_file():
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.dedup_window_seconds == 600
     assert settings.retention_seconds == 7 * 86400
+    assert settings.redis_ingest_timeout == 0.1  # a hung Redis costs a callback at most this
     assert settings.metastudio_source is None and settings.cdnetworks_source is None  # no secret: those sources refuse
 
 
@@ -35,6 +36,7 @@ def test_defaults_without_a_file():
     ({"max_body_bytes": "big"}, "max_body_bytes"),
     ({"public_base_url": "hooks.example.com"}, "public_base_url"),
     ({"redis": {"url": "http://localhost"}}, "redis.url"),
+    ({"redis": {"ingest_timeout": 0}}, "redis.ingest_timeout"),
     ({"dedup_window_secs": 10}, "dedup_window_secs"),
 ])
 def test_bad_value_names_the_key(raw, key):
@@ -81,6 +83,7 @@ def test_example_config_is_valid_and_documents_every_key():
     text = example.read_text()
     for key in ("public_base_url", "max_body_bytes", "dedup_window_seconds", "retention_days", "spool_dir",
                 "job_timeout_seconds", "[redis]", "url", "socket_timeout", "connect_timeout",
+                "ingest_timeout",
                 "[sources.metastudio]", "auth_type", "key", "token", "tolerance_seconds", "[sources.cdnetworks]",
                 "[transcoder]", "auth_header", "origin_url_template", "ladder", "format", "poll_initial_seconds",
                 "poll_max_seconds", "poll_deadline_seconds", "resubmit_count", "read_timeout", "retry_attempts",

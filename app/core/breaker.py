@@ -2,7 +2,8 @@
 timeout, not one per callback.
 
 Redis that refuses connections fails in microseconds, but one that hangs (SIGSTOP, a stuck
-fsync, a host gone without a RST) makes every command wait for the socket timeout. Behind sync
+fsync, a host gone without a RST) makes every command wait for the socket timeout
+(the ingest client's, ``redis.ingest_timeout``). Behind sync
 gunicorn workers each of those waits also delays every request queued behind it, so a vendor
 with a 5 s timeout gives up. After one timeout the breaker opens: callbacks
 go straight to the spool (still answered 200) and /readyz says not ready. A thread
@@ -23,9 +24,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
-# The web side's Redis socket timeout (or the configured one, if shorter). A healthy Redis
-# answers the ingest script in well under a millisecond; past this it counts as hung.
-INGEST_TIMEOUT_SECONDS = 0.25
 PROBE_SECONDS = 0.5
 # What opens the breaker: a timeout (reading, or connecting to a host that vanished). A refused
 # connection fails in microseconds by itself, and a ResponseError is an answer: neither opens it.

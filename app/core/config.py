@@ -69,6 +69,7 @@ class Settings:
     redis_url: str
     redis_socket_timeout: float
     redis_connect_timeout: float
+    redis_ingest_timeout: float
     job_timeout_seconds: int
     # The sources that call us (`[sources.<name>]`, attribute `<name>_source`); None: that
     # source's callbacks are refused (401).
@@ -138,6 +139,11 @@ class RedisSchema(Strict):
         error="Must be a redis://, rediss://, unix:// or redis+sentinel:// URL."))
     socket_timeout = fields.Float(load_default=2.0, validate=validate.Range(min=0.05, max=60))
     connect_timeout = fields.Float(load_default=1.0, validate=validate.Range(min=0.05, max=60))
+    # How long a callback's write (and /readyz's PING) waits before Redis counts as hung and the
+    # breaker opens. The ingest script answers in well under a millisecond; a healthy Redis
+    # past 100 ms is blocked (a slow command, a fork on a big dataset). A wrong trip costs only a
+    # detour through the spool; a long one delays every callback queued behind it.
+    ingest_timeout = fields.Float(load_default=0.1, validate=validate.Range(min=0.01, max=60))
 
     @validates("url")
     def _sentinel_form(self, value: str, **_: Any) -> None:
@@ -257,6 +263,7 @@ def build(raw: dict, env: Mapping[str, str] | None = None, source_file: str | No
         redis_url=data["redis"]["url"],
         redis_socket_timeout=data["redis"]["socket_timeout"],
         redis_connect_timeout=data["redis"]["connect_timeout"],
+        redis_ingest_timeout=data["redis"]["ingest_timeout"],
         job_timeout_seconds=data["job_timeout_seconds"],
         metastudio_source=MetaStudioSource(**ms) if ms else None,
         cdnetworks_source=CDNetworksSource(**cdn) if cdn else None,

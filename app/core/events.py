@@ -29,7 +29,7 @@ from rq.serializers import DefaultSerializer
 from rq.utils import now as rq_now
 from rq.utils import utcformat
 
-from app.core.breaker import INGEST_TIMEOUT_SECONDS, TRIPPING_ERRORS, Breaker
+from app.core.breaker import TRIPPING_ERRORS, Breaker
 from app.core.config import Settings
 from app.core.queues import EVENTS_QUEUE, PROCESS_EVENT
 from app.core.redis import connect
@@ -188,7 +188,7 @@ class EventStore:
         self.settings = settings
         # Callbacks are written through a client of their own with a short timeout, behind a
         # circuit breaker (app/core/breaker.py): a hung Redis costs one short wait, then the spool.
-        self.ingest_redis = connect(settings, min(settings.redis_socket_timeout, INGEST_TIMEOUT_SECONDS))
+        self.ingest_redis = connect(settings, settings.redis_ingest_timeout)
         self.breaker = Breaker(self.ingest_redis.ping)
         self.queue = Queue(EVENTS_QUEUE, connection=redis)
         self._sha = hashlib.sha1(INGEST_SCRIPT.encode()).hexdigest()
