@@ -6,6 +6,7 @@ exactly what ``actions.enqueue`` would. Real Redis, real HTTP to the simulators,
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -111,6 +112,23 @@ def test_a_second_upload_of_the_same_videos_queues_nothing_new(make_app, sim, dr
     assert sum("in progress" in note for note in doc["notes"]) == 6, doc["notes"]
 
 
+def test_a_video_whose_url_redis_cannot_take_is_noted_and_the_others_planned(make_app, sim, drive, redis_client):
+    """The batched plan writes every rung in one transaction: a video whose origin URL cannot be
+    written (a lone surrogate in the unquoted host: JSON allows the escape) is noted before it,
+    so it cannot fail the others' writes."""
+    doc = json.loads(upload(*VIDEOS))
+    doc["data"]["videoListInfo"][0]["publishDomain"] = "vod\ud800.example.com"
+    client = make_app(**sections_for(sim.url, poll_initial_seconds=POLL_LATER, poll_max_seconds=POLL_LATER)
+                      ).test_client()
+    event_id = client.post(UPLOAD, data=json.dumps(doc)).json["event_id"]
+    drive(lambda: redis_client.hget(f"mh:event:{event_id}", "status") == b"processed"
+          and {s.get("state") for s in rung_states(redis_client, VIDEOS[1]).values()} == {"submitted"},
+          what="the other video's rungs")
+    assert not rung_states(redis_client, VIDEOS[0]) and len(rung_states(redis_client, VIDEOS[1])) == 3
+    notes = ops.event_details(redis_client, event_id)["notes"]
+    assert any("not planned" in n and VIDEOS[0] in n and "UnicodeEncodeError" in n for n in notes), notes
+
+
 def test_a_worker_killed_mid_create_in_an_upload_still_makes_one_task_per_rung(make_app, sim, redis_client,
                                                                                 workers):
     """The event job makes the six creates one after the other; it is SIGKILLed while one is in
@@ -166,8 +184,8 @@ def _comparable(redis, action_id: str) -> tuple[dict, dict, float | None]:
     """An action's record (times left out), its job's stored call and options, its schedule."""
     doc = {k: v for k, v in actions.record(redis, action_id).items() if k not in ("created_at", "updated_at")}
     job = Job.fetch(actions.job_id(action_id), connection=redis)
-    stored = {"func": job.func_name, "kwargs": {**job.kwargs, "action_id": "<id>"}, "status": job.get_status(), "origin": job.origin,
-              "timeout": job.timeout, "description": job.description.replace(action_id, "<id>"),
+    stored = {"func": job.func_name, "kwargs": {**job.kwargs, "action_id": "<id>"}, "status": job.get_status(),
+              "origin": job.origin, "timeout": job.timeout, "description": job.description.replace(action_id, "<id>"),
               "meta": {**job.meta, "action_id": "<id>"}, "retries": job.retries_left, "result_ttl": job.result_ttl,
               "failure_ttl": job.failure_ttl, "intervals": len(job.retry_intervals or [])}
     due = Queue(ACTIONS_QUEUE, connection=redis).scheduled_job_registry.get_scheduled_time(job.id) \
