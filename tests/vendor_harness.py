@@ -166,6 +166,35 @@ def _exited(pid: int) -> bool:
         return True
 
 
+def _redis_ports(pids: list[int], redis_port: int) -> set[int]:
+    """The local ports of the TCP connections these processes hold to ``redis_port`` (from /proc)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == redis_port:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
 class WorkerProcess:
     """`python -m app.cli worker` (RQ worker + scheduler) in its own process group, so that
     the work horse and the scheduler it forks can be killed with it."""
@@ -185,6 +214,7 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")[-4000:]
 
     def wait_registered(self, redis: Redis, timeout: float = 20) -> None:
+        self.redis = redis
         def up() -> bool:
             assert self.proc.poll() is None, f"worker exited:\n{self.output()}"
             # `mediahook worker` is a pool: its job processes register, each under its own pid.
@@ -201,6 +231,8 @@ class WorkerProcess:
         setpgrp(), so killing the worker's process group alone would leave the horse running
         (and finishing the job): it is killed by its own id."""
         others = self.descendants()
+        redis: Redis | None = getattr(self, "redis", None)
+        ports = _redis_ports([self.pid, *others], redis.connection_pool.connection_kwargs["port"]) if redis else set()
         os.killpg(self.pid, signal.SIGKILL)
         for pid in others:
             try:
@@ -212,6 +244,11 @@ class WorkerProcess:
         # blocked on the queue could otherwise be handed the next job by Redis, which is then lost.
         wait_until(lambda: all(_exited(pid) for pid in others), timeout=10, interval=0.01,
                    what="the killed worker processes to exit")
+        # Exited is not enough: until Redis has read the closed socket of a job process that died
+        # blocked in BLPOP, it may still hand that dead client the next job (lost with it).
+        if redis is not None and ports:
+            wait_until(lambda: not any(int(c["addr"].rsplit(":", 1)[1]) in ports for c in redis.client_list()),
+                       timeout=10, interval=0.01, what="Redis to drop the killed worker's connections")
 
     def stop(self) -> None:
         if self.proc.poll() is not None:
