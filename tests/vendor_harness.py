@@ -203,6 +203,7 @@ class WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAHOOK_") and k != "REDIS_URL"}
         env["MEDIAHOOK_CONFIG"] = str(config)
         self.log = log
+        self.redis: Redis | None = None  # set by wait_registered; kill() asks it to drop our connections
         self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env,
                                      stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -231,7 +232,7 @@ class WorkerProcess:
         setpgrp(), so killing the worker's process group alone would leave the horse running
         (and finishing the job): it is killed by its own id."""
         others = self.descendants()
-        redis: Redis | None = getattr(self, "redis", None)
+        redis = self.redis
         ports = _redis_ports([self.pid, *others], redis.connection_pool.connection_kwargs["port"]) if redis else set()
         os.killpg(self.pid, signal.SIGKILL)
         for pid in others:
